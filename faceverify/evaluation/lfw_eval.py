@@ -1,0 +1,211 @@
+"""LFW evaluation end to end: features (from a file or a network) -> protocol -> report files.
+
+Two entry points share everything after feature extraction:
+
+* :func:`evaluate_embeddings_file` reads ``EMB.npz`` (``paths``, ``embeddings`` and optionally
+  ``embeddings_flip``), as written by ``faceverify baseline`` or any external tool;
+* :func:`evaluate_embedder` embeds the pair images of an (aligned) LFW tree with any callable
+  ``embed(batch) -> features``, e.g. a trained network.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from faceverify.config import save_config
+from faceverify.data.lfw import (
+    PairsProtocol,
+    identity_of_key,
+    key_of_path,
+    read_pairs,
+    resolve_image_paths,
+)
+from faceverify.evaluation.embed import EmbedFn, combine_flip, embed_images
+from faceverify.evaluation.report import markdown_report, plot_roc, write_json
+from faceverify.evaluation.retrieval import recall_at_k
+from faceverify.evaluation.verification import VerificationResult, evaluate_features
+
+
+@dataclass
+class EvalConfig:
+    """Options of the LFW evaluation (``faceverify eval``)."""
+
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    flip: Literal["none", "concat", "sum"] = "none"
+    pca: int = 0  # 0 = no PCA; else the dimension, fitted per fold on the nine training folds
+    subtract_mean: bool = False  # subtract the training folds' mean feature (per fold)
+    far_targets: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
+    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    batch_size: int = 128  # network mode only
+    num_workers: int = 0  # network mode only: image-decoding workers
+
+
+@dataclass
+class EmbeddingSet:
+    """Features of images identified by LFW keys (``Name/Name_0001``)."""
+
+    keys: list[str]
+    embeddings: np.ndarray
+    embeddings_flip: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.keys):
+            raise ValueError(
+                f"embeddings must be [N, D] with N = {len(self.keys)} paths, got {self.embeddings.shape}"
+            )
+        if self.embeddings_flip is not None and self.embeddings_flip.shape != self.embeddings.shape:
+            raise ValueError(
+                f"embeddings_flip {self.embeddings_flip.shape} must match embeddings {self.embeddings.shape}"
+            )
+        if not np.all(np.isfinite(self.embeddings)):
+            bad = int((~np.isfinite(self.embeddings)).any(axis=1).sum())
+            raise ValueError(f"{bad} embedding row(s) contain NaN or inf")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EmbeddingSet":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"embeddings file {path} does not exist")
+        with np.load(path, allow_pickle=False) as data:
+            for required in ("paths", "embeddings"):
+                if required not in data:
+                    raise ValueError(f"{path} lacks the array {required!r} (has {sorted(data.files)})")
+            keys = [key_of_path(str(p)) for p in data["paths"].tolist()]
+            flip = data["embeddings_flip"] if "embeddings_flip" in data else None
+            return cls(keys, np.asarray(data["embeddings"]), None if flip is None else np.asarray(flip))
+
+    def save(self, path: str | Path, paths: list[str] | None = None) -> Path:
+        """Write ``paths`` (default: the keys + ``.jpg``), ``embeddings`` and ``embeddings_flip``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "paths": np.array(paths if paths is not None else [k + ".jpg" for k in self.keys]),
+            "embeddings": self.embeddings,
+        }
+        if self.embeddings_flip is not None:
+            arrays["embeddings_flip"] = self.embeddings_flip
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+
+def _pair_indices(keys: list[str], pairs: PairsProtocol) -> tuple[np.ndarray, np.ndarray]:
+    row = {key: i for i, key in enumerate(keys)}
+    missing = [k for k in pairs.keys if k not in row]
+    if missing:
+        shown = ", ".join(missing[:10])
+        raise KeyError(
+            f"{len(missing)} image(s) of {pairs.source} have no embedding (first: {shown}); "
+            "embed every image the pairs file references"
+        )
+    return (
+        np.array([row[k] for k in pairs.keys_a], dtype=np.int64),
+        np.array([row[k] for k in pairs.keys_b], dtype=np.int64),
+    )
+
+
+def evaluate_embeddings(
+    embeddings: EmbeddingSet, pairs: PairsProtocol, config: EvalConfig
+) -> tuple[dict, VerificationResult]:
+    """Run the protocol and retrieval on a feature set -> ``(metrics dict, VerificationResult)``."""
+    started = time.perf_counter()
+    features = combine_flip(embeddings.embeddings, embeddings.embeddings_flip, config.flip)
+    index_a, index_b = _pair_indices(embeddings.keys, pairs)
+    result = evaluate_features(
+        features,
+        index_a,
+        index_b,
+        pairs.same,
+        pairs.fold,
+        metric=config.metric,
+        pca_dim=config.pca,
+        subtract_mean=config.subtract_mean,
+        far_targets=tuple(config.far_targets),
+    )
+    labels = [identity_of_key(k) for k in embeddings.keys]
+    recall = recall_at_k(features, labels, config.recall_ks, metric=config.metric)
+    metrics = result.to_dict()
+    metrics.update(
+        recall_at_k=recall,
+        flip=config.flip,
+        pca=config.pca,
+        subtract_mean=config.subtract_mean,
+        n_images=len(embeddings.keys),
+        feature_dim=int(features.shape[1]),
+        seconds=time.perf_counter() - started,
+    )
+    return metrics, result
+
+
+def write_outputs(
+    metrics: dict, result: VerificationResult, out_dir: str | Path, config: EvalConfig, title: str
+) -> Path:
+    """``metrics.json``, ``report.md``, ``roc.png`` and the resolved ``config.yaml`` in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(metrics, out / "metrics.json")
+    (out / "report.md").write_text(markdown_report(metrics, title), encoding="utf-8")
+    far, tar = result.roc()
+    plot_roc({f"{title} (AUC {result.auc:.4f})": (far, tar)}, out / "roc.png", title=title)
+    save_config(config, out / "config.yaml")
+    return out
+
+
+def evaluate_embeddings_file(
+    embeddings_path: str | Path,
+    pairs_path: str | Path,
+    out_dir: str | Path,
+    config: EvalConfig | None = None,
+) -> dict:
+    """``faceverify eval --embeddings``: evaluate a saved feature file and write the report."""
+    config = config or EvalConfig()
+    pairs = read_pairs(pairs_path)
+    embeddings = EmbeddingSet.load(embeddings_path)
+    metrics, result = evaluate_embeddings(embeddings, pairs, config)
+    metrics["source"] = {"embeddings": str(embeddings_path), "pairs": str(pairs_path)}
+    write_outputs(metrics, result, out_dir, config, title=f"LFW {Path(pairs_path).name}")
+    return metrics
+
+
+def evaluate_embedder(
+    embed: EmbedFn,
+    lfw_root: str | Path,
+    pairs_path: str | Path,
+    out_dir: str | Path | None = None,
+    config: EvalConfig | None = None,
+    *,
+    image_size: tuple[int, int] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    pairs: PairsProtocol | None = None,
+) -> dict:
+    """Embed the pair images of ``lfw_root`` with ``embed`` and evaluate (writes files if
+    ``out_dir`` is given). ``pairs`` may be passed pre-read (e.g. a subset of folds)."""
+    config = config or EvalConfig()
+    pairs = pairs if pairs is not None else read_pairs(pairs_path)
+    keys = pairs.keys
+    paths = resolve_image_paths(lfw_root, keys)
+    features, features_flip = embed_images(
+        embed,
+        [paths[k] for k in keys],
+        image_size=image_size,
+        batch_size=config.batch_size,
+        with_flip=config.flip != "none",
+        device=device,
+        num_workers=config.num_workers,
+        progress=progress,
+    )
+    embeddings = EmbeddingSet(keys, features, features_flip)
+    metrics, result = evaluate_embeddings(embeddings, pairs, config)
+    metrics["source"] = {"lfw": str(lfw_root), "pairs": str(pairs_path)}
+    if out_dir is not None:
+        write_outputs(metrics, result, out_dir, config, title=f"LFW {Path(pairs_path).name}")
+        embeddings.save(Path(out_dir) / "embeddings.npz", [str(paths[k].relative_to(lfw_root)) for k in keys])
+    return metrics

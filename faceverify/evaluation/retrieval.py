@@ -1,0 +1,66 @@
+"""Recall@K retrieval over identities (Song et al., CVPR 2016 "lifted structure" protocol).
+
+Each image whose identity has at least two images is a query against *all other* images (itself
+excluded); Recall@K is the fraction of queries with at least one image of the same identity among
+their K most similar images.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def recall_at_k(
+    embeddings: np.ndarray,
+    labels: Sequence[str] | np.ndarray,
+    ks: Sequence[int] = (1, 5, 10),
+    metric: str = "cosine",
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Recall@K for each K.
+
+    Args:
+        embeddings: ``[N, D]`` features, any float dtype.
+        labels: ``[N]`` identity of each row.
+        ks: the K values.
+        metric: ``cosine`` (similarity) or ``euclidean`` (distance), as in verification.
+        chunk_size: queries per block, so memory stays O(chunk_size * N).
+
+    Returns:
+        ``{"1": r1, "5": r5, ...}`` plus ``"n_queries"`` (as a float) for the record.
+    """
+    labels_arr = np.asarray(labels)
+    counts = Counter(labels_arr.tolist())
+    queries = np.flatnonzero([counts[label] >= 2 for label in labels_arr.tolist()])
+    ks = sorted(int(k) for k in ks)
+    if queries.size == 0:
+        return {**{str(k): float("nan") for k in ks}, "n_queries": 0.0}
+    feats = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
+    if metric == "cosine":
+        feats = torch.nn.functional.normalize(feats, dim=1)
+    elif metric != "euclidean":
+        raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
+    _, codes = np.unique(labels_arr, return_inverse=True)
+    codes_t = torch.as_tensor(codes)
+    k_max = min(max(ks), feats.shape[0] - 1)
+    hits = {k: 0 for k in ks}
+    for start in range(0, queries.size, chunk_size):
+        q_idx = torch.as_tensor(queries[start : start + chunk_size])
+        q = feats[q_idx]
+        if metric == "cosine":
+            sim = q @ feats.T
+        else:
+            sim = -torch.cdist(q, feats)
+        sim[torch.arange(q_idx.numel()), q_idx] = float("-inf")
+        top = sim.topk(k_max, dim=1).indices
+        match = codes_t[top] == codes_t[q_idx].unsqueeze(1)
+        first_hit = torch.where(match.any(dim=1), match.float().argmax(dim=1), k_max)
+        for k in ks:
+            hits[k] += int((first_hit < k).sum())
+    out = {str(k): hits[k] / queries.size for k in ks}
+    out["n_queries"] = float(queries.size)
+    return out
