@@ -136,8 +136,133 @@ def _run_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- align / pack
+def _add_align(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "align",
+        help="detect (MTCNN) and align faces of SRC/<identity>/<image> into DST",
+        description="Detect faces with MTCNN, align five landmarks onto a template with a similarity "
+        "transform, write DST/<identity>/<stem>.<ext>, DST/manifest.csv and DST/summary.json. "
+        "Resumable: re-run the same command after an interruption.",
+    )
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument("--template", choices=["112x96", "112x112"])
+    p.add_argument("--scale", type=float, help="output scale factor (2 gives 224x192 for 112x96)")
+    p.add_argument("--purpose", choices=["train", "eval"],
+                   help="train: faces not found are skipped; eval: they get the centre fallback")
+    p.add_argument("--on-fail", choices=["skip", "center"], help="override the purpose's default")
+    p.add_argument("--landmarks", help="file of 'relpath x1 y1 ... x5 y5' lines")
+    p.add_argument("--landmarks-for", choices=["failures", "all"])
+    p.add_argument("--policy", choices=["center", "largest", "most-confident"])
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int, help="decode/write threads")
+    p.add_argument("--ext", choices=["png", "jpg"])
+    p.add_argument("--min-face-size", type=int)
+    p.add_argument("--limit", type=int, help="only the first N images (sorted)")
+    p.add_argument("--config", type=Path, help="YAML with AlignConfig changes")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of AlignConfig")
+    p.set_defaults(func=_run_align)
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    from data_prep.prepare import AlignConfig, align_tree
+
+    config = load_config(AlignConfig, args.config, args.overrides)
+    flags = {
+        "template": args.template, "scale": args.scale, "purpose": args.purpose, "on_fail": args.on_fail,
+        "landmarks_file": args.landmarks, "landmarks_for": args.landmarks_for, "policy": args.policy,
+        "device": args.device, "batch_size": args.batch_size, "workers": args.workers, "ext": args.ext,
+        "min_face_size": args.min_face_size, "limit": args.limit,
+    }
+    config = merge(config, {k: v for k, v in flags.items() if v is not None})
+    summary = align_tree(args.src, args.dst, config)
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    speed = summary["images_per_second"]
+    print(f"aligned {summary['sources']} images: {counts}"
+          + (f"; {speed:.1f} images/s this run" if speed else "; nothing left to do"))
+    print(f"wrote {args.dst / 'manifest.csv'} and {args.dst / 'summary.json'}")
+    return 0
+
+
+def _add_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="pack aligned crops into one memory-mapped uint8 array for training",
+        description="Write OUT/images.u8 [N, H, W, 3], labels.npy, paths.txt and meta.json from an "
+        "aligned folder (its manifest.csv decides which crops are usable).",
+    )
+    p.add_argument("aligned", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--min-images", type=int, help="leave out identities with fewer images")
+    p.add_argument("--exclude-identities", help="file of identity folder names to leave out")
+    p.add_argument("--only-detected", action="store_true", default=None, help="leave out fallback crops")
+    p.add_argument("--size", help="resize to HxW, e.g. 56x48")
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=_run_pack)
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    from data_prep.pack import PackConfig, pack_aligned
+
+    flags = {"min_images": args.min_images, "exclude_identities": args.exclude_identities,
+             "only_detected": args.only_detected, "size": args.size, "workers": args.workers}
+    config = merge(PackConfig(), {k: v for k, v in flags.items() if v is not None})
+    meta = pack_aligned(args.aligned, args.out, config)
+    print(f"packed {meta['n_images']} images of {meta['n_identities']} identities into {args.out}; "
+          f"left out: {meta['left_out_images'] or 'nothing'}")
+    return 0
+
+
+def _add_lfw(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lfw", help="locate, verify or download LFW")
+    p.add_argument("action", choices=["verify", "download"])
+    p.add_argument("path", nargs="?", type=Path,
+                   help="verify: LFW folder (default: located); download: data home folder")
+    p.add_argument("--manifest", type=Path, help="verify: TSV of path, sha256, bytes to check every file")
+    p.add_argument("--original", action="store_true", help="download: the original (not funneled) images")
+    p.set_defaults(func=_run_lfw)
+
+
+def _run_lfw(args: argparse.Namespace) -> int:
+    from data_prep.datasets import download_lfw, locate_lfw, verify_lfw
+
+    if args.action == "download":
+        if args.path is None:
+            raise SystemExit("faceverify lfw download needs a target folder")
+        location = download_lfw(args.path, funneled=not args.original)
+    else:
+        location = locate_lfw(args.path)
+    report = verify_lfw(location.images, args.manifest)
+    print(f"LFW images {location.images}, protocol files {location.protocol}: {report}")
+    return 0
+
+
+def _add_casia_overlap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("casia-overlap", help="list CASIA-WebFace identities that are also in LFW")
+    p.add_argument("names", type=Path, help="CASIA-WebFace names.txt ('<id> <name>' per line)")
+    p.add_argument("--lfw-people", type=Path, help="LFW people.txt (default $FACEVERIFY_DATA/lfw/people.txt)")
+    p.add_argument("--out", type=Path, required=True, help="identity list for pack --exclude-identities")
+    p.set_defaults(func=_run_casia_overlap)
+
+
+def _run_casia_overlap(args: argparse.Namespace) -> int:
+    from data_prep.datasets import casia_lfw_overlap, lfw_people_names
+    from faceverify.data.locate import lfw_protocol_dir
+
+    people = args.lfw_people or lfw_protocol_dir() / "people.txt"
+    overlap = casia_lfw_overlap(args.names, lfw_people_names(people))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(f"{i}\n" for i in overlap), encoding="utf-8")
+    print(f"{len(overlap)} CASIA-WebFace identities also in LFW; wrote {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_eval, _add_baseline]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_align, _add_pack, _add_lfw, _add_casia_overlap, _add_eval, _add_baseline,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,10 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come anywhere, also after options (argparse stops taking
+    # positionals once options begin), so unknown "a.b=value" tokens are overrides too
+    args, extra = parser.parse_known_args(argv)
+    stray = [token for token in extra if token.startswith("-") or "=" not in token]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
+        args.overrides = list(args.overrides or []) + extra
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"faceverify {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -1,0 +1,124 @@
+"""``faceverify pack``: choose the aligned crops to train on and write the packed format.
+
+Selection, in order: the rows of ``ALIGNED_DIR/manifest.csv`` with status ``ok`` (and
+``fallback`` unless ``only_detected``) — or every image of the tree when there is no manifest —
+minus excluded identities (e.g. CASIA-WebFace people who are also in LFW), minus identities
+left with fewer than ``min_images`` images. Everything left out is counted in ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.prepare import read_manifest
+from faceverify.data.lfw import IMAGE_EXTENSIONS
+from faceverify.data.packed import write_packed
+
+
+@dataclass
+class PackConfig:
+    min_images: int = 1
+    exclude_identities: str = ""  # file: one identity folder name per line
+    only_detected: bool = False  # leave out `fallback` crops
+    size: str = ""  # "HxW" to resize (e.g. 56x48 for the CPU profile); "" keeps the crop size
+    workers: int = 4
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size must look like HxW (e.g. 112x96), got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return height, width
+
+
+def read_identity_list(path: str | Path) -> set[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"identity list {path} does not exist")
+    names = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.add(line.split()[0])
+    return names
+
+
+def select_images(aligned: Path, config: PackConfig, identities: set[str] | None = None) -> tuple[dict[str, list[Path]], dict]:
+    """``{identity: [aligned image paths]}`` to pack and a record of what was left out.
+
+    ``identities``, if given, restricts the selection to those people (e.g. a set of LFW folds).
+    """
+    left_out: Counter = Counter()
+    by_identity: dict[str, list[Path]] = defaultdict(list)
+    manifest = aligned / "manifest.csv"
+    if manifest.is_file():
+        for row in read_manifest(manifest):
+            status = row["status"]
+            if status == "ok" or (status == "fallback" and not config.only_detected):
+                by_identity[row["identity"]].append(aligned / row["dst"])
+            else:
+                left_out[f"status_{status}"] += 1
+    else:
+        for identity in sorted(os.listdir(aligned)):
+            folder = aligned / identity
+            if folder.is_dir():
+                for name in sorted(os.listdir(folder)):
+                    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                        by_identity[identity].append(folder / name)
+    if identities is not None:
+        for name in list(by_identity):
+            if name not in identities:
+                left_out["images_outside_requested_identities"] += len(by_identity.pop(name))
+    excluded = read_identity_list(config.exclude_identities) if config.exclude_identities else set()
+    excluded_found = sorted(set(by_identity) & excluded)
+    for name in excluded_found:
+        left_out["images_of_excluded_identities"] += len(by_identity.pop(name))
+    few = sorted(name for name, paths in by_identity.items() if len(paths) < config.min_images)
+    for name in few:
+        left_out["images_of_identities_below_min_images"] += len(by_identity.pop(name))
+    record = {
+        "left_out_images": dict(left_out),
+        "excluded_identities": len(excluded_found),
+        "identities_below_min_images": len(few),
+    }
+    return dict(sorted(by_identity.items())), record
+
+
+def pack_aligned(
+    aligned: str | Path,
+    out: str | Path,
+    config: PackConfig | None = None,
+    identities: set[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Pack ``aligned`` into ``out``; returns the meta record."""
+    config = config or PackConfig()
+    aligned = Path(aligned)
+    if not aligned.is_dir():
+        raise FileNotFoundError(f"aligned folder {aligned} does not exist")
+    selected, record = select_images(aligned, config, identities)
+    if not selected:
+        raise ValueError(
+            f"nothing to pack from {aligned}: every image was left out ({record['left_out_images']})"
+        )
+    names = list(selected)
+    paths = [p for name in names for p in selected[name]]
+    labels = [i for i, name in enumerate(names) for _ in selected[name]]
+    meta = {
+        "source": str(aligned),
+        "min_images": config.min_images,
+        "exclude_identities_file": config.exclude_identities,
+        "only_detected": config.only_detected,
+        **record,
+    }
+    write_packed(out, paths, labels, names, parse_size(config.size), meta, config.workers,
+                 progress, relative_to=aligned)
+    return meta | {"n_images": len(paths), "n_identities": len(names)}

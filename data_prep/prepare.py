@@ -1,0 +1,429 @@
+"""Walk ``SRC/<identity>/<image>``, detect, align and write ``DST/<identity>/<stem>.<ext>``.
+
+Outputs:
+
+* the aligned crops;
+* ``DST/manifest.csv``: one row per source image (sorted by ``src``) with its status
+  (``ok``, ``fallback``, ``no_face``, ``unreadable``), the reason, the chosen face's MTCNN score,
+  the number of faces, the five landmarks used (source pixels, template order) and the
+  alignment residual;
+* ``DST/summary.json``: counts per status, throughput, the fallback landmarks and the config.
+
+Resumable and exact: sources are processed in fixed batches of the sorted file list, every image
+is written atomically (temporary file + rename) before its row is appended to
+``DST/.journal.csv``, and a re-run skips every batch whose images are all recorded. A batch
+that was cut short is detected again as a whole, so MTCNN sees the same batch composition and
+the outputs equal those of an uninterrupted run, bit for bit.
+
+Failures: with ``on_fail=center`` the images without a face are aligned, after all detections,
+with the mean landmarks (relative to image size) of every detected face of the same run, and
+recorded as ``fallback``; with ``skip`` they stay ``no_face`` and get no crop. A landmarks file
+(``relpath x1 y1 ... x5 y5`` per line) can supply landmarks for every image or only for failures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import zlib
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from data_prep.align import Template, alignment_residual, get_template, similarity_transform, warp_face
+from data_prep.detect import FaceDetector, FacePolicy, choose_face
+from faceverify.config import to_dict
+from faceverify.data.images import UnreadableImageError, read_rgb
+from faceverify.data.lfw import IMAGE_EXTENSIONS
+
+STATUSES = ("ok", "fallback", "no_face", "unreadable")
+LANDMARK_COLUMNS = [f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")]
+MANIFEST_COLUMNS = [
+    "src", "dst", "identity", "status", "reason", "score", "n_faces",
+    *LANDMARK_COLUMNS, "width", "height", "residual",
+]
+JOURNAL = ".journal.csv"
+
+
+@dataclass
+class AlignConfig:
+    """Options of ``faceverify align``."""
+
+    template: Literal["112x96", "112x112"] = "112x96"
+    scale: float = 1.0  # output scale factor: 2.0 gives 224x192 crops of the same geometry
+    purpose: Literal["train", "eval"] = "train"  # picks the on_fail default: skip / center
+    on_fail: Literal["default", "skip", "center"] = "default"
+    landmarks_file: str = ""  # "relpath x1 y1 ... x5 y5" per line
+    landmarks_for: Literal["failures", "all"] = "failures"
+    policy: Literal["center", "largest", "most-confident"] = "center"
+    device: str = "auto"
+    batch_size: int = 8
+    workers: int = 2  # threads decoding and writing, overlapped with detection
+    ext: Literal["png", "jpg"] = "png"
+    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    min_face_size: int = 20
+    max_side: int = 1024  # larger photos are downscaled for detection only
+    limit: int = 0  # process only the first N sources (sorted); 0 = all
+
+    def resolved_on_fail(self) -> str:
+        if self.on_fail != "default":
+            return self.on_fail
+        return "skip" if self.purpose == "train" else "center"
+
+
+@dataclass
+class Source:
+    rel: str  # path relative to SRC, forward slashes
+    identity: str
+    dst_rel: str
+
+
+class AlignmentError(ValueError):
+    """Bad input to the alignment run (empty source, malformed landmarks file, ...)."""
+
+
+def list_sources(src: Path, ext: str) -> tuple[list[Source], dict]:
+    """Every image file under ``src/<identity>/`` (sorted) and what was left out, with why."""
+    if not src.is_dir():
+        raise AlignmentError(f"source folder {src} does not exist")
+    sources: list[Source] = []
+    ignored: list[str] = []
+    empty_identities: list[str] = []
+    taken: set[str] = set()
+    for identity in sorted(os.listdir(src)):
+        folder = src / identity
+        if identity.startswith("."):
+            continue
+        if not folder.is_dir():
+            ignored.append(identity)
+            continue
+        files = sorted(f for f in os.listdir(folder) if not f.startswith(".") and (folder / f).is_file())
+        images = [f for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+        ignored += [f"{identity}/{f}" for f in files if f not in images]
+        if not images:
+            empty_identities.append(identity)
+        for name in images:
+            stem, original_ext = os.path.splitext(name)
+            dst_rel = f"{identity}/{stem}.{ext}"
+            if dst_rel in taken:  # a.jpg and a.png in one folder: keep both, distinctly named
+                dst_rel = f"{identity}/{stem}_{original_ext.lstrip('.').lower()}.{ext}"
+            taken.add(dst_rel)
+            sources.append(Source(f"{identity}/{name}", identity, dst_rel))
+    if not sources:
+        raise AlignmentError(
+            f"no images found under {src}; expected {src}/<identity>/<image> with one of "
+            f"{', '.join(IMAGE_EXTENSIONS)}"
+        )
+    return sources, {"ignored_files": ignored, "empty_identity_folders": empty_identities}
+
+
+def read_landmarks_file(path: str | Path) -> dict[str, np.ndarray]:
+    """``relpath x1 y1 ... x5 y5`` per line -> ``{relpath: [5, 2]}``; errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlignmentError(f"landmarks file {path} does not exist")
+    out: dict[str, np.ndarray] = {}
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = line.split()
+            if len(fields) != 11:
+                raise AlignmentError(
+                    f"{path} line {lineno}: expected 'relpath x1 y1 ... x5 y5' (11 fields), got {len(fields)}"
+                )
+            try:
+                values = np.array([float(v) for v in fields[1:]], dtype=np.float64)
+            except ValueError:
+                raise AlignmentError(f"{path} line {lineno}: landmark coordinates must be numbers") from None
+            if not np.all(np.isfinite(values)):
+                raise AlignmentError(f"{path} line {lineno}: landmark coordinates must be finite")
+            out[fields[0].replace("\\", "/")] = values.reshape(5, 2)
+    return out
+
+
+def _row(source: Source, status: str, reason: str, **values: object) -> dict[str, str]:
+    row = {c: "" for c in MANIFEST_COLUMNS}
+    row.update(src=source.rel, identity=source.identity, status=status, reason=reason)
+    for key, value in values.items():
+        row[key] = value if isinstance(value, str) else _num(value)
+    return row
+
+
+def _num(value: object) -> str:
+    if isinstance(value, (float, np.floating)):
+        return repr(round(float(value), 4))
+    return str(value)
+
+
+def _landmark_fields(landmarks: np.ndarray) -> dict[str, str]:
+    flat = np.asarray(landmarks, dtype=np.float64).reshape(-1)
+    return {column: _num(value) for column, value in zip(LANDMARK_COLUMNS, flat)}
+
+
+def _write_image_atomic(path: Path, rgb: np.ndarray, ext: str) -> None:
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if ext == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
+    ok, encoded = cv2.imencode(f".{ext}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(encoded.tobytes())
+    os.replace(tmp, path)
+
+
+class Journal:
+    """Append-only record of finished images.
+
+    Each line carries a CRC32 of its fields, so a line torn by a kill mid-write is recognised
+    and dropped on the next run (its image is simply redone).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[str, dict[str, str]] = {}
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header == MANIFEST_COLUMNS + ["crc"]:
+                    for fields in reader:
+                        if len(fields) == len(MANIFEST_COLUMNS) + 1 and fields[-1] == self._crc(fields[:-1]):
+                            row = dict(zip(MANIFEST_COLUMNS, fields))
+                            self.rows[row["src"]] = row
+        # rewrite a clean journal so a torn line never sits in the middle of the file
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(MANIFEST_COLUMNS + ["crc"])
+            for row in self.rows.values():
+                fields = [row[c] for c in MANIFEST_COLUMNS]
+                writer.writerow(fields + [self._crc(fields)])
+        os.replace(tmp, path)
+        self._handle = open(path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._handle)
+
+    @staticmethod
+    def _crc(fields: list[str]) -> str:
+        return format(zlib.crc32("\x1f".join(fields).encode("utf-8")), "08x")
+
+    def append(self, row: dict[str, str]) -> None:
+        fields = [row[c] for c in MANIFEST_COLUMNS]
+        self._writer.writerow(fields + [self._crc(fields)])
+        self._handle.flush()
+        self.rows[row["src"]] = row
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _done(row: dict[str, str] | None, dst: Path) -> bool:
+    if row is None:
+        return False
+    if row["status"] in ("ok", "fallback"):
+        return (dst / row["dst"]).is_file()
+    return True
+
+
+def _batches(items: list[Source], size: int) -> Iterator[list[Source]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _decode(path: Path) -> np.ndarray | UnreadableImageError:
+    try:
+        return read_rgb(path)
+    except UnreadableImageError as err:
+        return err
+
+
+def align_tree(
+    src: str | Path,
+    dst: str | Path,
+    config: AlignConfig | None = None,
+    detector: FaceDetector | None = None,
+    progress: bool = True,
+) -> dict:
+    """Align every image under ``src`` into ``dst``; returns the summary (also ``summary.json``)."""
+    config = config or AlignConfig()
+    src, dst = Path(src), Path(dst)
+    template = get_template(config.template, config.scale)
+    on_fail = config.resolved_on_fail()
+    sources, listing = list_sources(src, config.ext)
+    if config.limit:
+        sources = sources[: config.limit]
+    supplied = read_landmarks_file(config.landmarks_file) if config.landmarks_file else {}
+    dst.mkdir(parents=True, exist_ok=True)
+    journal = Journal(dst / JOURNAL)
+    started = time.perf_counter()
+    processed = 0
+    try:
+        pending = [b for b in _batches(sources, config.batch_size)
+                   if not all(_done(journal.rows.get(s.rel), dst) for s in b)]
+        if pending:
+            detector = detector or FaceDetector(
+                config.device, config.thresholds, config.min_face_size, config.max_side
+            )
+        total = sum(len(b) for b in pending)
+        with ThreadPoolExecutor(max(config.workers, 1)) as pool, tqdm(
+            total=total, desc="align", unit="img", disable=not progress, smoothing=0.1
+        ) as bar:
+            decoded: dict[int, list[Future]] = {}
+
+            def prefetch(index: int) -> None:
+                if index < len(pending) and index not in decoded:
+                    decoded[index] = [pool.submit(_decode, src / s.rel) for s in pending[index]]
+
+            writes: list[Future] = []
+            for index, batch in enumerate(pending):
+                prefetch(index)
+                prefetch(index + 1)
+                prefetch(index + 2)
+                images = [f.result() for f in decoded.pop(index)]
+                readable = [i for i, im in enumerate(images) if isinstance(im, np.ndarray)]
+                detections = detector.detect([images[i] for i in readable]) if readable else []
+                found = dict(zip(readable, detections))
+                for i, source in enumerate(batch):
+                    if _done(journal.rows.get(source.rel), dst):
+                        continue  # finished before an interruption; identical if redone
+                    writes.append(pool.submit(
+                        _finish_one, source, images[i], found.get(i), supplied, config, template, dst
+                    ))
+                # drain finished writes in order, keeping the journal close behind the detector
+                while writes and (writes[0].done() or len(writes) > 4 * config.batch_size):
+                    journal.append(writes.pop(0).result())
+                    bar.update(1)
+                    processed += 1
+            for future in writes:
+                journal.append(future.result())
+                bar.update(1)
+                processed += 1
+        detect_seconds = time.perf_counter() - started
+        fallback = _apply_fallback(sources, journal, on_fail, template, src, dst, config)
+    finally:
+        journal.close()
+    rows = [journal.rows[s.rel] for s in sources]
+    _write_manifest(dst / "manifest.csv", rows)
+    counts = Counter(r["status"] for r in rows)
+    residuals = [float(r["residual"]) for r in rows if r["status"] == "ok" and r["residual"] not in ("", "nan")]
+    summary = {
+        "sources": len(sources),
+        "counts": {s: counts.get(s, 0) for s in STATUSES},
+        "processed_this_run": processed,
+        "seconds_this_run": detect_seconds,
+        "images_per_second": processed / detect_seconds if processed and detect_seconds > 0 else None,
+        "mean_residual_px": float(np.mean(residuals)) if residuals else None,
+        "template": template.name,
+        "crop_size": list(template.size),
+        "on_fail": on_fail,
+        "fallback": fallback,
+        **listing,
+        "config": to_dict(config),
+    }
+    tmp = dst / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, dst / "summary.json")
+    return summary
+
+
+def _finish_one(
+    source: Source,
+    image: np.ndarray | UnreadableImageError,
+    detections,
+    supplied: dict[str, np.ndarray],
+    config: AlignConfig,
+    template: Template,
+    dst: Path,
+) -> dict[str, str]:
+    """Choose the face, warp, write; return the manifest row (runs in a worker thread)."""
+    if isinstance(image, UnreadableImageError):
+        return _row(source, "unreadable", image.reason)
+    height, width = image.shape[:2]
+    size = {"width": width, "height": height}
+    given = supplied.get(source.rel)
+    n_faces = len(detections) if detections is not None else 0
+    if given is not None and config.landmarks_for == "all":
+        return _warp_row(source, image, given, template, dst, config.ext, "ok", "supplied landmarks",
+                         score="", n_faces=n_faces, **size)
+    chosen = choose_face(detections, (height, width), config.policy) if detections is not None else None
+    if chosen is None:
+        if given is not None:
+            return _warp_row(source, image, given, template, dst, config.ext, "fallback",
+                             "no face detected; supplied landmarks", score="", n_faces=0, **size)
+        return _row(source, "no_face", "no face detected", n_faces=0, **size)
+    return _warp_row(source, image, detections.landmarks[chosen], template, dst, config.ext, "ok",
+                     "" if n_faces == 1 else f"{n_faces} faces; chose by {config.policy}",
+                     score=float(detections.scores[chosen]), n_faces=n_faces, **size)
+
+
+def _warp_row(source, image, landmarks, template, dst, ext, status, reason, **values) -> dict[str, str]:
+    matrix = similarity_transform(landmarks, template.points)
+    _write_image_atomic(dst / source.dst_rel, warp_face(image, matrix, template), ext)
+    row = _row(source, status, reason, residual=alignment_residual(landmarks, template), **values)
+    row["dst"] = source.dst_rel
+    row.update(_landmark_fields(landmarks))
+    return row
+
+
+def _apply_fallback(sources, journal: Journal, on_fail: str, template: Template, src: Path, dst: Path,
+                    config: AlignConfig) -> dict:
+    """Second pass for ``on_fail=center``: align no-face images with the mean detected landmarks."""
+    if on_fail != "center":
+        return {"applied": 0}
+    detected = [journal.rows[s.rel] for s in sources
+                if journal.rows[s.rel]["status"] == "ok" and journal.rows[s.rel]["score"] != ""]
+    waiting = [s for s in sources if journal.rows[s.rel]["status"] == "no_face"
+               or (journal.rows[s.rel]["status"] == "fallback" and "mean landmarks" in journal.rows[s.rel]["reason"])]
+    if not detected:
+        return {"applied": 0, "note": "no detected face to derive fallback landmarks from"}
+    relative = np.stack([
+        np.array([float(r[c]) for c in LANDMARK_COLUMNS]).reshape(5, 2)
+        / np.array([float(r["width"]), float(r["height"])])
+        for r in detected
+    ])
+    mean_relative = relative.mean(axis=0)
+    reason = f"no face detected; mean landmarks of {len(detected)} detected faces"
+    applied = 0
+    for source in waiting:
+        row = journal.rows[source.rel]
+        width, height = float(row["width"]), float(row["height"])
+        landmarks = np.round(mean_relative * np.array([width, height]), 4)
+        wanted = _landmark_fields(landmarks)
+        if row["status"] == "fallback" and all(row[c] == wanted[c] for c in LANDMARK_COLUMNS) \
+                and row["reason"] == reason and (dst / row["dst"]).is_file():
+            continue  # already done with the same mean
+        image = read_rgb(src / source.rel)
+        journal.append(_warp_row(source, image, landmarks, template, dst, config.ext, "fallback", reason,
+                                 score="", n_faces=0, width=int(width), height=int(height)))
+        applied += 1
+    return {
+        "applied_this_run": applied,
+        "images": len(waiting),
+        "mean_relative_landmarks": mean_relative.round(5).tolist(),
+        "from_detected_faces": len(detected),
+    }
+
+
+def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: r["src"]):
+            writer.writerow(row)
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a ``manifest.csv`` written by :func:`align_tree`."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

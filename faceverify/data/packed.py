@@ -1,0 +1,168 @@
+"""The packed training format: all aligned crops in one uint8 array read by memory map.
+
+A packed folder holds
+
+* ``images.u8``: raw ``uint8`` array ``[N, H, W, 3]`` (RGB, C order), opened with ``np.memmap``,
+  so a dataset of any size costs constant memory and a batch is one fancy-index read;
+* ``labels.npy``: ``int64 [N]``, identity index of each row (0 .. C-1);
+* ``paths.txt``: the aligned file each row came from (one per line);
+* ``meta.json``: shape, identity names (index = label), counts and how the pack was made.
+
+The folder is written under a temporary name and renamed when complete, so a killed ``pack``
+never leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from faceverify.data.images import read_rgb
+
+FORMAT = "faceverify-packed-v1"
+
+
+def write_packed(
+    out: str | Path,
+    paths: Sequence[Path],
+    labels: Sequence[int],
+    identities: Sequence[str],
+    image_size: tuple[int, int] | None = None,
+    meta: dict[str, Any] | None = None,
+    workers: int = 4,
+    progress: bool = True,
+    relative_to: Path | None = None,
+) -> Path:
+    """Decode ``paths`` (resized to ``image_size`` (H, W) if given) into a packed folder ``out``."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
+    if len(paths) == 0:
+        raise ValueError("nothing to pack: no images left after filtering")
+    if len(paths) != len(labels):
+        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+    first = read_rgb(paths[0])
+    height, width = image_size if image_size is not None else first.shape[:2]
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(len(paths), height, width, 3))
+
+    def load(i: int) -> None:
+        image = read_rgb(paths[i])
+        if image.shape[:2] != (height, width):
+            if image_size is None:
+                raise ValueError(
+                    f"{paths[i]} is {image.shape[1]}x{image.shape[0]} but the first image is "
+                    f"{width}x{height}; pass image_size to resize"
+                )
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        images[i] = image
+
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+        list(tqdm(pool.map(load, range(len(paths))), total=len(paths), desc="pack", unit="img",
+                  disable=not progress))
+    images.flush()
+    del images
+    np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
+    with open(tmp / "paths.txt", "w", encoding="utf-8") as handle:
+        for path in paths:
+            handle.write(f"{Path(path).relative_to(relative_to) if relative_to else path}\n")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(identities))
+    info = {
+        "format": FORMAT,
+        "shape": [len(paths), int(height), int(width), 3],
+        "n_images": len(paths),
+        "n_identities": len(identities),
+        "identities": list(identities),
+        "images_per_identity": {"min": int(counts.min()), "max": int(counts.max()),
+                                "mean": float(counts.mean())},
+        **(meta or {}),
+    }
+    (tmp / "meta.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class PackedFaces(Dataset):
+    """A packed folder as a dataset of ``(uint8 [H, W, 3] tensor, label)``.
+
+    ``__getitems__`` serves a whole batch with one sorted memmap read, which is what the
+    DataLoader calls when given a batch sampler.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.root} is not a packed dataset (no meta.json); run faceverify pack")
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if self.meta.get("format") != FORMAT:
+            raise ValueError(f"{self.root}: unknown packed format {self.meta.get('format')!r}")
+        n, h, w, c = self.meta["shape"]
+        self.shape = (n, h, w, c)
+        self.labels = np.load(self.root / "labels.npy")
+        if self.labels.shape != (n,):
+            raise ValueError(f"{self.root}: labels.npy has {self.labels.shape[0]} rows, images {n}")
+        expected = n * h * w * c
+        actual = (self.root / "images.u8").stat().st_size
+        if actual != expected:
+            raise ValueError(f"{self.root}/images.u8 holds {actual} bytes, expected {expected} (truncated?)")
+        self._images: np.memmap | None = None
+
+    @property
+    def images(self) -> np.memmap:
+        # opened lazily so each DataLoader worker maps the file itself
+        if self._images is None:
+            self._images = np.memmap(self.root / "images.u8", dtype=np.uint8, mode="r", shape=self.shape)
+        return self._images
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["n_identities"])
+
+    @property
+    def identities(self) -> list[str]:
+        return list(self.meta["identities"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.shape[1]), int(self.shape[2])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(np.array(self.images[index])), int(self.labels[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        batch = np.empty((idx.size, *self.shape[1:]), dtype=np.uint8)
+        batch[order] = self.images[idx[order]]  # sorted reads are sequential on disk
+        return torch.from_numpy(batch), torch.from_numpy(self.labels[idx])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_images"] = None  # never pickle the map into workers
+        return state
+
+
+def collate_batch(batch: Any) -> Any:
+    """Collate for loaders fed by ``__getitems__``: the batch is already stacked."""
+    return batch
