@@ -1,0 +1,169 @@
+"""Classification losses: softmax and the margin heads CosFace, ArcFace and SphereFace.
+
+Each owns its class weights ``W [C, D]`` (so the Objective, optimiser, checkpoints and DDP see
+them), is called as ``loss(embeddings [B, D], labels [B]) -> scalar`` (cross-entropy, batch
+mean) and exposes ``logits(embeddings) -> [B, C]`` without margin, for accuracy.
+
+With ``cos t_j = <x^, W^_j>`` (unit vectors), the target-class logit is::
+
+    softmax     W_y . x + b_y                         (Wen et al. 2016: the softmax supervision)
+    CosFace     s (cos t_y - m)                       (Wang et al., CVPR 2018; m = 0.35, s = 64)
+    ArcFace     s cos(t_y + m)   if t_y + m <= pi     (Deng et al., CVPR 2019; m = 0.5 rad, s = 64)
+                s (cos t_y - m sin m)   otherwise     (keeps the logit decreasing in t_y)
+    SphereFace  ||x|| (lam cos t_y + psi(t_y)) / (1 + lam),
+                psi(t) = (-1)^k cos(m t) - 2k  for t in [k pi/m, (k+1) pi/m]
+                                                      (Liu et al., CVPR 2017; m = 4)
+
+and the other classes keep ``s cos t_j`` (``||x|| cos t_j`` for SphereFace). SphereFace's
+``lam = max(lambda_min, base (1 + gamma it)^(-power))`` anneals from plain softmax to the margin
+over training iterations ``it`` (the released code: base 1000, gamma 0.12, power 1, min 5).
+Angular margins are in radians.
+
+pytorch-metric-learning's ``CosFaceLoss`` and ``ArcFaceLoss`` (ArcFace margin given in degrees,
+weights stored as ``[D, C]``) compute the same values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _init_weight(num_classes: int, embedding_dim: int) -> nn.Parameter:
+    weight = torch.empty(num_classes, embedding_dim)
+    nn.init.xavier_uniform_(weight)
+    return nn.Parameter(weight)
+
+
+@dataclass
+class SoftmaxOptions:
+    bias: bool = True
+
+
+class SoftmaxLoss(nn.Module):
+    """Linear classifier + cross-entropy: ``L = -log softmax(W x + b)_y``."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, bias: bool = True):
+        super().__init__()
+        self.linear = nn.Linear(embedding_dim, num_classes, bias=bias)
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.linear(embeddings)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+        return F.cross_entropy(self.logits(embeddings), labels)
+
+
+def _cosine(embeddings: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return F.normalize(embeddings, dim=1) @ F.normalize(weight.to(embeddings.dtype), dim=1).T
+
+
+@dataclass
+class CosFaceOptions:
+    s: float = 64.0
+    m: float = 0.35
+
+
+class CosFaceLoss(nn.Module):
+    """Large margin cosine loss (CosFace)."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.35):
+        super().__init__()
+        self.weight = _init_weight(num_classes, embedding_dim)
+        self.s, self.m = s, m
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.s * _cosine(embeddings, self.weight)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+        logits = _cosine(embeddings, self.weight) * self.s
+        # subtract s*m at the target class in place: one [B, C] tensor instead of three
+        logits[torch.arange(labels.numel(), device=labels.device), labels] -= self.s * self.m
+        return F.cross_entropy(logits, labels)
+
+
+@dataclass
+class ArcFaceOptions:
+    s: float = 64.0
+    m: float = 0.5  # radians
+
+
+class ArcFaceLoss(nn.Module):
+    """Additive angular margin loss (ArcFace), with the fallback where ``t_y + m > pi``."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.5):
+        super().__init__()
+        self.weight = _init_weight(num_classes, embedding_dim)
+        self.s, self.m = s, m
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.s * _cosine(embeddings, self.weight)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+        cos = _cosine(embeddings, self.weight)
+        cos_y = cos.gather(1, labels.unsqueeze(1)).clamp(-1.0, 1.0)
+        # cos(t + m) = cos t cos m - sin t sin m, with sin t >= 0 on [0, pi]; the clamp keeps the
+        # square root's gradient finite at |cos t| = 1 (acos would give an infinite one)
+        sin_y = (1.0 - cos_y * cos_y).clamp_min(1e-12).sqrt()
+        with_margin = cos_y * math.cos(self.m) - sin_y * math.sin(self.m)
+        # t + m <= pi  <=>  cos t >= cos(pi - m)
+        target = torch.where(cos_y >= math.cos(math.pi - self.m), with_margin, cos_y - self.m * math.sin(self.m))
+        logits = cos * self.s
+        logits.scatter_(1, labels.unsqueeze(1), target * self.s)  # in place: one [B, C] tensor
+        return F.cross_entropy(logits, labels)
+
+
+@dataclass
+class SphereFaceOptions:
+    m: int = 4
+    base: float = 1000.0
+    gamma: float = 0.12
+    power: float = 1.0
+    lambda_min: float = 5.0
+
+
+def chebyshev(cos: torch.Tensor, m: int) -> torch.Tensor:
+    """``cos(m t)`` from ``cos t`` (Chebyshev polynomial ``T_m``)."""
+    previous, current = torch.ones_like(cos), cos
+    if m == 0:
+        return previous
+    for _ in range(m - 1):
+        previous, current = current, 2.0 * cos * current - previous
+    return current
+
+
+class SphereFaceLoss(nn.Module):
+    """Angular softmax (A-Softmax) with the annealed blend of the released SphereFace code."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, m: int = 4, base: float = 1000.0,
+                 gamma: float = 0.12, power: float = 1.0, lambda_min: float = 5.0):
+        super().__init__()
+        if m < 1:
+            raise ValueError(f"SphereFace margin m must be a positive integer, got {m}")
+        self.weight = _init_weight(num_classes, embedding_dim)
+        self.m, self.base, self.gamma, self.power, self.lambda_min = int(m), base, gamma, power, lambda_min
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def current_lambda(self) -> float:
+        return max(self.lambda_min, self.base * (1.0 + self.gamma * float(self.iteration)) ** (-self.power))
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return embeddings.norm(dim=1, keepdim=True) * _cosine(embeddings, self.weight)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+        lam = self.current_lambda()
+        if self.training:
+            self.iteration += 1
+        cos = _cosine(embeddings, self.weight)
+        cos_y = cos.gather(1, labels.unsqueeze(1)).clamp(-1.0, 1.0)
+        with torch.no_grad():
+            k = torch.floor(self.m * torch.acos(cos_y) / math.pi).clamp(0, self.m - 1)
+        sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
+        psi = sign * chebyshev(cos_y, self.m) - 2.0 * k
+        blended = (lam * cos_y + psi) / (1.0 + lam)
+        norms = embeddings.norm(dim=1, keepdim=True)
+        return F.cross_entropy(norms * cos.scatter(1, labels.unsqueeze(1), blended), labels)

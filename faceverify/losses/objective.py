@@ -1,0 +1,169 @@
+"""The training objective: a weighted sum of loss terms chosen in the config.
+
+    total = sum_k  w_k * L_k(embeddings, labels)
+
+e.g. Wen et al.'s model C is ``terms: {softmax: 1.0, center: 0.003}`` (lambda = 0.003). The
+Objective owns every loss parameter (class weights, centers, proxies), so the optimiser, the
+checkpoints and DDP see them; it returns the total and each term's unweighted value for
+logging, and applies the paper-style center update after each optimiser step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from faceverify.losses.center import CenterLoss, CenterOptions
+from faceverify.losses.classification import (
+    ArcFaceLoss,
+    ArcFaceOptions,
+    CosFaceLoss,
+    CosFaceOptions,
+    SoftmaxLoss,
+    SoftmaxOptions,
+    SphereFaceLoss,
+    SphereFaceOptions,
+)
+from faceverify.losses.miners import build_miner
+from faceverify.losses.pair import (
+    ContrastiveLoss,
+    ContrastiveOptions,
+    MultiSimilarityLoss,
+    MultiSimilarityOptions,
+    NPairLoss,
+    NPairOptions,
+    TripletLoss,
+    TripletOptions,
+)
+from faceverify.losses.proxy import ProxyNCALoss, ProxyNCAOptions
+
+
+@dataclass
+class LossConfig:
+    """Which terms, with which weights, and each loss's options."""
+
+    terms: dict[str, float] = field(default_factory=lambda: {"softmax": 1.0})
+    softmax: SoftmaxOptions = field(default_factory=SoftmaxOptions)
+    center: CenterOptions = field(default_factory=CenterOptions)
+    contrastive: ContrastiveOptions = field(default_factory=ContrastiveOptions)
+    triplet: TripletOptions = field(default_factory=TripletOptions)
+    npair: NPairOptions = field(default_factory=NPairOptions)
+    proxy_nca: ProxyNCAOptions = field(default_factory=ProxyNCAOptions)
+    multi_similarity: MultiSimilarityOptions = field(default_factory=MultiSimilarityOptions)
+    cosface: CosFaceOptions = field(default_factory=CosFaceOptions)
+    arcface: ArcFaceOptions = field(default_factory=ArcFaceOptions)
+    sphereface: SphereFaceOptions = field(default_factory=SphereFaceOptions)
+
+
+Builder = Callable[[int, int, LossConfig, torch.Generator], nn.Module]
+
+LOSSES: dict[str, Builder] = {
+    "softmax": lambda d, c, cfg, g: SoftmaxLoss(d, c, bias=cfg.softmax.bias),
+    "center": lambda d, c, cfg, g: CenterLoss(c, d, alpha=cfg.center.alpha, update=cfg.center.update),
+    "contrastive": lambda d, c, cfg, g: ContrastiveLoss(
+        cfg.contrastive.margin, cfg.contrastive.squared, cfg.contrastive.normalize, cfg.contrastive.reduction),
+    "triplet": lambda d, c, cfg, g: TripletLoss(
+        cfg.triplet.margin, cfg.triplet.mining, cfg.triplet.distance, cfg.triplet.normalize,
+        cfg.triplet.reduction, generator=g),
+    "npair": lambda d, c, cfg, g: NPairLoss(cfg.npair.l2_reg),
+    "proxy_nca": lambda d, c, cfg, g: ProxyNCALoss(
+        c, d, cfg.proxy_nca.scale, cfg.proxy_nca.include_positive_in_denominator),
+    "multi_similarity": lambda d, c, cfg, g: MultiSimilarityLoss(
+        cfg.multi_similarity.alpha, cfg.multi_similarity.beta, cfg.multi_similarity.base,
+        cfg.multi_similarity.epsilon),
+    "cosface": lambda d, c, cfg, g: CosFaceLoss(d, c, cfg.cosface.s, cfg.cosface.m),
+    "arcface": lambda d, c, cfg, g: ArcFaceLoss(d, c, cfg.arcface.s, cfg.arcface.m),
+    "sphereface": lambda d, c, cfg, g: SphereFaceLoss(
+        d, c, cfg.sphereface.m, cfg.sphereface.base, cfg.sphereface.gamma, cfg.sphereface.power,
+        cfg.sphereface.lambda_min),
+}
+# Terms that classify (own class weights and give logits); the first one in `terms` gives accuracy.
+CLASSIFIERS = ("softmax", "cosface", "arcface", "sphereface")
+# Terms that need several images per identity in a batch (use the PK sampler).
+NEEDS_PK = ("contrastive", "triplet", "npair", "multi_similarity")
+
+
+@dataclass
+class ObjectiveOutput:
+    total: torch.Tensor
+    values: dict[str, float]  # unweighted value of each term, and "total"
+    logits: torch.Tensor | None  # of the first classification term, for accuracy
+
+
+class Objective(nn.Module):
+    """``objective(embeddings [B, D], labels [B]) -> ObjectiveOutput``."""
+
+    def __init__(self, config: LossConfig, embedding_dim: int, num_classes: int, seed: int = 0):
+        super().__init__()
+        unknown = sorted(set(config.terms) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {', '.join(unknown)}; valid: {', '.join(LOSSES)}")
+        active = {name: float(w) for name, w in config.terms.items() if float(w) != 0.0}
+        if not active:
+            raise ValueError("the objective needs at least one loss term with a non-zero weight")
+        self.config = config
+        self.weights = active
+        generator = torch.Generator().manual_seed(seed)
+        self.losses = nn.ModuleDict(
+            {name: LOSSES[name](embedding_dim, num_classes, config, generator) for name in active}
+        )
+        self.miners: dict[str, object] = {}
+        if "contrastive" in active and config.contrastive.miner != "none":
+            name = config.contrastive.miner
+            options = {"generator": generator} if name == "distance_weighted" else {}
+            self.miners["contrastive"] = build_miner(name, **options)
+        self.classifier_name = next((n for n in active if n in CLASSIFIERS), None)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
+        # losses run in float32 (or float64 in tests) even when the network runs in bf16/fp16
+        if embeddings.dtype not in (torch.float32, torch.float64):
+            embeddings = embeddings.float()
+        total = embeddings.new_zeros(())
+        values: dict[str, float] = {}
+        for name, loss in self.losses.items():
+            miner = self.miners.get(name)
+            indices = miner(embeddings.detach(), labels) if miner is not None else None
+            value = loss(embeddings, labels, indices)
+            total = total + self.weights[name] * value
+            values[name] = float(value.detach())
+        values["total"] = float(total.detach())
+        logits = None
+        if self.classifier_name is not None:
+            with torch.no_grad():
+                logits = self.losses[self.classifier_name].logits(embeddings.detach())
+        return ObjectiveOutput(total, values, logits)
+
+    def after_step(self) -> None:
+        """Apply the paper-style center update (Wen et al. Eq. 4) after the optimiser step."""
+        for loss in self.losses.values():
+            if isinstance(loss, CenterLoss):
+                loss.update_centers()
+
+    def discard_pending(self) -> None:
+        """Forget the last batch (a skipped step, e.g. a non-finite loss or an AMP overflow)."""
+        for loss in self.losses.values():
+            if isinstance(loss, CenterLoss):
+                loss._pending = None
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Optimiser groups: class weights decay; centers (own lr) and proxies do not."""
+        groups: list[dict] = []
+        for name, loss in self.losses.items():
+            params = [p for p in loss.parameters() if p.requires_grad]
+            if not params:
+                continue
+            if name == "center":
+                groups.append({"params": params, "weight_decay": 0.0, "lr": self.config.center.lr,
+                               "name": "center", "fixed_lr": True})
+            elif name == "proxy_nca":
+                groups.append({"params": params, "weight_decay": 0.0, "name": name})
+            else:
+                groups.append({"params": params, "weight_decay": weight_decay, "name": name})
+        return groups
+
+    @property
+    def needs_pk_sampling(self) -> bool:
+        return any(name in NEEDS_PK for name in self.weights)
