@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "alignment")
     args = parser.parse_args()
 
+    where = provenance()  # the commit and device this run starts from
     location = locate_lfw(args.lfw)
     config = AlignConfig(template=args.template, purpose="eval", batch_size=args.batch_size)
     started = time.perf_counter()
@@ -61,7 +62,7 @@ def main() -> None:
         montage([args.out / r["dst"] for r in fallbacks[:64]],
                 args.results / f"lfw_fallbacks_{args.template}.png", columns=16)
     row = {
-        **provenance(device=summary["config"]["device"] if summary["config"]["device"] != "auto" else None),
+        **where,
         "template": args.template,
         "crop": f"{template.height}x{template.width}",
         "all_images": summary["sources"],

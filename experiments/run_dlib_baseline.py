@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "baselines")
     args = parser.parse_args()
 
+    where = provenance()  # the commit and device this run starts from
     lfw = lfw_images_dir(args.lfw)
     pairs_path = args.pairs or lfw_protocol_dir() / "pairs.txt"
     pairs = read_pairs(pairs_path)
@@ -58,7 +59,7 @@ def main() -> None:
             metrics, result = evaluate_embeddings(embeddings, pairs, config)
             write_outputs(metrics, result, args.work / f"eval_{metric}_{flip}", config, title=f"dlib {metric} {flip}")
             rows.append({
-                **provenance(),
+                **where,
                 "model": "dlib_face_recognition_resnet_model_v1",
                 "images": str(lfw),
                 "pairs": len(pairs),

@@ -30,6 +30,35 @@ def _print_metrics(metrics: dict, out: Path) -> None:
     print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'roc.png'}")
 
 
+# ----------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a backbone with the configured loss terms (resumes from OUT/checkpoints/last.pt)",
+        description="Train from a packed dataset. CONFIG is a YAML of TrainConfig changes; key=value "
+        "arguments override it (e.g. optim.max_iters=1000 loss.terms='{softmax: 1, center: 0.003}'). "
+        "Multi-GPU / multi-process: torchrun --nproc_per_node N -m faceverify.cli train CONFIG.",
+    )
+    p.add_argument("config", type=Path, nargs="?", help="YAML with TrainConfig changes")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of TrainConfig")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from faceverify.training.config import TrainConfig
+    from faceverify.training.trainer import train
+
+    overrides = list(args.overrides)
+    if args.config is not None and "=" in str(args.config) and not args.config.is_file():
+        overrides.insert(0, str(args.config))  # only overrides were given
+        args.config = None
+    config = load_config(TrainConfig, args.config, overrides)
+    result = train(config)
+    state = "stopped by signal; re-run the same command to resume" if result.stopped_by_signal else "finished"
+    print(f"{state} at step {result.step} ({result.images_per_second:.0f} images/s); outputs in {result.out_dir}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -261,7 +290,7 @@ def _run_casia_overlap(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- main
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_align, _add_pack, _add_lfw, _add_casia_overlap, _add_eval, _add_baseline,
+    _add_align, _add_pack, _add_train, _add_lfw, _add_casia_overlap, _add_eval, _add_baseline,
 ]
 
 
@@ -290,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides or []) + extra
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, FloatingPointError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"faceverify {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -106,7 +106,8 @@ class Objective(nn.Module):
             raise ValueError("the objective needs at least one loss term with a non-zero weight")
         self.config = config
         self.weights = active
-        generator = torch.Generator().manual_seed(seed)
+        # random miners (distance-weighted sampling) draw from this generator; checkpoints save it
+        self.generator = generator = torch.Generator().manual_seed(seed)
         self.losses = nn.ModuleDict(
             {name: LOSSES[name](embedding_dim, num_classes, config, generator) for name in active}
         )

@@ -1,0 +1,46 @@
+"""Checkpoints written atomically, holding everything an exact resume needs.
+
+A checkpoint holds the model, the objective (class weights, centers, proxies), optimizer,
+scheduler and grad-scaler states, every RNG state, the sampler position (epoch, batch within
+the epoch) and the step. It is written to a temporary file in the same folder, flushed to disk
+and renamed over the old one, so a crash at any moment leaves the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "faceverify-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a faceverify checkpoint, or one that cannot be read."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save({"format": FORMAT, **state}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a faceverify checkpoint")
+    return state

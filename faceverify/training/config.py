@@ -1,0 +1,79 @@
+"""Training configuration (``faceverify train CONFIG [key=value ...]``).
+
+Defaults are Wen et al.'s recipe (ECCV 2016): batch 256, SGD momentum 0.9, lr 0.1 divided by
+10 at 16K and 24K iterations, stop at 28K, weight decay 5e-4, 512-d features on 112x96 crops;
+the loss terms default to softmax alone and recipes add the rest. YAML files hold only changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from faceverify.losses.objective import LossConfig
+
+
+@dataclass
+class DataConfig:
+    packed: str = ""  # folder written by `faceverify pack`
+    sampler: Literal["auto", "shuffle", "pk"] = "auto"  # auto: pk when a pair loss needs it
+    batch_size: int = 256  # global batch (all ranks together)
+    k: int = 4  # images per identity with the PK sampler (P = batch_size / k)
+    flip: bool = True  # random horizontal flip, on the device
+    workers: int = 2
+    pin_memory: bool = True
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "face_resnet27"
+    embedding_dim: int = 512
+    width: float = 1.0  # channel multiplier (small CPU variants use e.g. 0.25)
+    batch_norm: bool = False  # BN after convs for the plain (non-iresnet) backbones
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_prelu: bool = False  # weight decay on PReLU slopes
+    decay_norm: bool = False  # weight decay on BatchNorm weights and biases
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [16000, 24000])
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_factor: float = 0.1  # lr multiplier at iteration 0 of the warm-up
+    max_iters: int = 28000
+    clip_grad_norm: float = 0.0  # 0 = off
+
+
+@dataclass
+class EvalDuringTraining:
+    every: int = 0  # iterations between LFW checks; 0 = off
+    lfw: str = ""  # aligned LFW tree
+    pairs: str = ""  # pairs file (e.g. View 1 pairsDevTest.txt, or pairs.txt with `folds`)
+    folds: list[int] = field(default_factory=list)  # 1-based folds of a View 2 file; [] = all
+    flip: Literal["none", "concat", "sum"] = "concat"
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False  # bitwise reproducible (slower); used by the tests
+    log_every: int = 20
+    checkpoint_every: int = 1000
+    keep_best: bool = True
+    tensorboard: bool = True
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalDuringTraining = field(default_factory=EvalDuringTraining)

@@ -1,0 +1,382 @@
+"""The training loop: packed data -> backbone -> Objective -> SGD, on one device or many.
+
+What it guarantees:
+
+* **Exact resume.** Batches depend only on ``(seed, epoch, batch)``, flips only on
+  ``(seed, step)``; checkpoints hold every other state (model, objective, optimizer, scheduler,
+  scaler, RNGs, sampler position, step). Training 2N steps equals training N, stopping and
+  resuming N more (bitwise on the CPU with ``deterministic=true``).
+* **No silent divergence.** A non-finite loss stops the run *before* the optimiser step with
+  :class:`NonFiniteLossError` naming the step and the term; the last checkpoint stays intact.
+* **Clean stops.** SIGINT / SIGTERM finish the current step, save a checkpoint and return.
+* **DDP.** Gradients are averaged over ranks; per-sample terms (softmax, margin heads, center)
+  therefore equal a one-process run on the global batch, and paper-style center updates are
+  all-reduced. Pair and triplet terms see each rank's share of the batch (whole identities, by
+  the PK sampler's sharding), not pairs across ranks.
+* **Speed.** uint8 batches are copied to the device and normalised and flipped there; optional
+  bf16/fp16 autocast, channels_last and ``torch.compile``; DDP through torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from faceverify.config import save_config, to_dict
+from faceverify.data.lfw import read_pairs
+from faceverify.data.packed import PackedFaces, collate_batch
+from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
+from faceverify.data.transforms import to_network_input
+from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
+from faceverify.losses.objective import Objective, ObjectiveOutput
+from faceverify.models.backbones import build_backbone
+from faceverify.provenance import git_commit
+from faceverify.training import distributed
+from faceverify.training.checkpoint import load_checkpoint, save_checkpoint
+from faceverify.training.config import TrainConfig
+from faceverify.training.logging import MetricsLogger, progress_bar
+from faceverify.training.seed import rng_state, seed_everything, set_rng_state
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the term(s)."""
+
+
+class TrainStep(nn.Module):
+    """Backbone + objective in one module, so DDP synchronises the loss parameters too."""
+
+    def __init__(self, backbone: nn.Module, objective: Objective, amp_dtype: torch.dtype | None):
+        super().__init__()
+        self.backbone = backbone
+        self.objective = objective
+        self.amp_dtype = amp_dtype
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
+        with torch.autocast(images.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            embeddings = self.backbone(images)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.objective(embeddings.float(), labels)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_accuracy: float = -1.0
+    best_step: int = -1
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    stopped_by_signal: bool
+    seconds: float
+    images_per_second: float
+    last_values: dict[str, float] = field(default_factory=dict)
+    train_accuracy: float = float("nan")
+    best_accuracy: float = float("nan")
+
+
+def _backbone_parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Weight decay on conv/linear weights and biases; none on PReLU slopes or norm layers
+    unless the config asks for it."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        is_prelu = isinstance(module, nn.PReLU)
+        is_norm = isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))
+        for param in module.parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            skip = (is_prelu and not config.optim.decay_prelu) or (is_norm and not config.optim.decay_norm)
+            (no_decay if skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.optim.weight_decay, "name": "backbone"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "backbone_no_decay"})
+    return groups
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of the base learning rate at iteration ``step`` (warm-up x schedule)."""
+    optim = config.optim
+    if optim.schedule == "multistep":
+        factor = optim.gamma ** sum(step >= m for m in optim.milestones)
+    elif optim.schedule == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(step, optim.max_iters) / max(optim.max_iters, 1)))
+    else:
+        factor = 1.0
+    if optim.warmup_iters and step < optim.warmup_iters:
+        alpha = step / optim.warmup_iters
+        factor *= optim.warmup_factor * (1.0 - alpha) + alpha
+    return factor
+
+
+class Trainer:
+    """``Trainer(config).fit()``; ``callbacks`` are called as ``cb(trainer)`` after every step."""
+
+    def __init__(self, config: TrainConfig, callbacks: list[Callable[["Trainer"], None]] | None = None):
+        self.config = config
+        self.callbacks = callbacks or []
+        self.info = distributed.setup(config.device)
+        self.out_dir = Path(config.out)
+        self.checkpoint_dir = self.out_dir / "checkpoints"
+        self.state = TrainState()
+        self._stop_requested = False
+        seed_everything(config.seed, config.deterministic)
+        if not config.data.packed:
+            raise ValueError("data.packed is empty: point it at a folder written by `faceverify pack`")
+        self.dataset = PackedFaces(Path(config.data.packed))
+        self.input_size = self.dataset.image_size
+        device = self.info.device
+        self.backbone = build_backbone(config.model.backbone, config.model.embedding_dim, config.model.width,
+                                       self.input_size, config.model.batch_norm).to(device)
+        if config.channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        self.objective = Objective(config.loss, config.model.embedding_dim, self.dataset.num_classes,
+                                   seed=config.seed).to(device)
+        amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+        self.step_module: nn.Module = TrainStep(self.backbone, self.objective, amp_dtype)
+        if config.compile:
+            self.step_module.backbone = torch.compile(self.backbone)
+        if self.info.distributed:
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[device.index] if device.type == "cuda" else None)
+        groups = _backbone_parameter_groups(self.backbone, config) + self.objective.parameter_groups(
+            config.optim.weight_decay)
+        for group in groups:
+            group.setdefault("lr", config.optim.lr)
+        self.optimizer = torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum,
+                                         nesterov=config.optim.nesterov)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, config))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+        self.sampler = self._make_sampler()
+        self.loader = DataLoader(
+            self.dataset, batch_sampler=self.sampler, collate_fn=collate_batch,
+            num_workers=config.data.workers, pin_memory=config.data.pin_memory and device.type == "cuda",
+            persistent_workers=config.data.workers > 0,
+        )
+        self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main, tensorboard=config.tensorboard)
+        self.last_output: ObjectiveOutput | None = None
+        self._maybe_resume()
+
+    # ------------------------------------------------------------------ setup helpers
+    def _make_sampler(self):
+        data = self.config.data
+        use_pk = data.sampler == "pk" or (data.sampler == "auto" and self.objective.needs_pk_sampling)
+        world, rank = self.info.world_size, self.info.rank
+        if use_pk:
+            if data.batch_size % data.k:
+                raise ValueError(f"batch_size {data.batch_size} must be a multiple of k = {data.k}")
+            return PKSampler(self.dataset.labels, data.batch_size // data.k, data.k, self.config.seed, world, rank)
+        return ShuffledBatchSampler(len(self.dataset), data.batch_size, self.config.seed, world, rank)
+
+    def _maybe_resume(self) -> None:
+        last = self.checkpoint_dir / "last.pt"
+        if not last.is_file():
+            return
+        state = load_checkpoint(last, map_location=self.info.device)
+        if state["config"]["loss"] != to_dict(self.config)["loss"] or state["config"]["model"] != to_dict(
+                self.config)["model"]:
+            raise ValueError(
+                f"{last} was written with a different model or loss config; use another `out` folder "
+                "or delete the checkpoint to start over"
+            )
+        self.backbone.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.objective.generator.set_state(state["objective_generator"])
+        self.state = TrainState(**state["train_state"])
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "config": to_dict(self.config),
+            "model": self.backbone.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": rng_state(),
+            "objective_generator": self.objective.generator.get_state(),
+            "train_state": vars(self.state).copy(),
+            "input_size": list(self.input_size),
+            "num_classes": self.dataset.num_classes,
+            "commit": git_commit(),
+        }
+
+    def save(self, name: str = "last.pt") -> Path | None:
+        if not self.info.is_main:
+            return None
+        return save_checkpoint(self.checkpoint_state(), self.checkpoint_dir / name)
+
+    # ------------------------------------------------------------------ the loop
+    def _request_stop(self, signum: int, frame: object) -> None:
+        self._stop_requested = True
+
+    def _flip(self, images: torch.Tensor) -> torch.Tensor:
+        # one mask for the global batch from (seed, step) alone, sliced by rank: resumable without
+        # saving a generator, and identical to what one process would draw for the whole batch
+        local = images.shape[0]
+        rng = np.random.default_rng([self.config.seed, self.state.step])
+        flips = rng.random(local * self.info.world_size)[self.info.rank * local : (self.info.rank + 1) * local] < 0.5
+        mask = torch.from_numpy(flips).to(images.device)
+        return torch.where(mask[:, None, None, None], torch.flip(images, dims=(3,)), images)
+
+    def train_step(self, images_u8: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
+        device = self.info.device
+        images = to_network_input(images_u8, device, channels_last=self.config.channels_last)
+        if self.config.data.flip:
+            images = self._flip(images)
+        labels = labels.to(device, non_blocking=True)
+        output: ObjectiveOutput = self.step_module(images, labels)
+        # every rank stops together if any rank sees a non-finite loss
+        if distributed.broadcast_flag(not math.isfinite(output.values["total"]), self.info):
+            bad = [f"{k} = {v}" for k, v in output.values.items() if k != "total" and not math.isfinite(v)]
+            self.objective.discard_pending()
+            last = self.checkpoint_dir / "last.pt"
+            kept = (f"the last checkpoint ({last}, step {load_checkpoint(last)['train_state']['step']}) is intact"
+                    if last.is_file() else "no checkpoint had been written yet")
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.state.step + 1}: {', '.join(bad) or 'total'}; "
+                f"nothing was updated and {kept}; lower optim.lr or set optim.clip_grad_norm"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(output.total).backward()
+        if self.config.optim.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.step_module.parameters(), self.config.optim.clip_grad_norm)
+        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if scale_before is not None and self.scaler.get_scale() < scale_before:
+            self.objective.discard_pending()  # fp16 overflow: the optimiser skipped this step
+        else:
+            self.objective.after_step()
+        self.scheduler.step()
+        return output
+
+    def fit(self) -> TrainResult:
+        config = self.config
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.out_dir / "config.yaml")
+            (self.out_dir / "commit.txt").write_text(git_commit() + "\n", encoding="utf-8")
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._request_stop)
+        bar = progress_bar(config.optim.max_iters, self.state.step, config.progress and self.info.is_main)
+        started = time.perf_counter()
+        images_seen = 0
+        correct: list[float] = []
+        stopped = False
+        self.step_module.train()
+        try:
+            while self.state.step < config.optim.max_iters and not stopped:
+                self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
+                window_start, window_images = time.perf_counter(), 0
+                for images, labels in self.loader:
+                    output = self.train_step(images, labels)
+                    self.last_output = output
+                    self.state.step += 1
+                    self.state.batch_in_epoch += 1
+                    batch_images = images.shape[0] * self.info.world_size
+                    images_seen += batch_images
+                    window_images += batch_images
+                    if output.logits is not None:
+                        correct.append(float((output.logits.argmax(1).cpu() == labels).float().mean()))
+                        correct = correct[-50:]
+                    for callback in self.callbacks:
+                        callback(self)
+                    bar.update(1)
+                    if self.state.step % config.log_every == 0 or self.state.step == config.optim.max_iters:
+                        now = time.perf_counter()
+                        speed = window_images / max(now - window_start, 1e-9)
+                        window_start, window_images = now, 0
+                        record = {f"loss/{k}": v for k, v in output.values.items()}
+                        record.update(lr=self.optimizer.param_groups[0]["lr"], images_per_second=speed,
+                                      epoch=self.state.epoch)
+                        if correct:
+                            record["train_accuracy"] = float(np.mean(correct))
+                        self.logger.log(self.state.step, record)
+                        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in record.items()
+                                         if k.startswith("loss/")} | {"lr": f"{record['lr']:.2g}",
+                                                                     "img/s": f"{speed:.0f}"})
+                    if config.eval.every and self.state.step % config.eval.every == 0:
+                        self._evaluate()
+                    if self.state.step % config.checkpoint_every == 0:
+                        self.save()
+                    stop = distributed.broadcast_flag(self._stop_requested, self.info)
+                    if stop or self.state.step >= config.optim.max_iters:
+                        stopped = stop
+                        break
+                else:
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+            self.save()
+        finally:
+            bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.logger.close()
+        seconds = time.perf_counter() - started
+        result = TrainResult(
+            out_dir=self.out_dir, step=self.state.step, stopped_by_signal=stopped, seconds=seconds,
+            images_per_second=images_seen / seconds if seconds > 0 else 0.0,
+            last_values=self.last_output.values if self.last_output else {},
+            train_accuracy=float(np.mean(correct)) if correct else float("nan"),
+            best_accuracy=self.state.best_accuracy if self.state.best_accuracy >= 0 else float("nan"),
+        )
+        if self.info.is_main:
+            summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return result
+
+    # ------------------------------------------------------------------ periodic LFW check
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.backbone(batch.contiguous(memory_format=torch.channels_last)
+                             if self.config.channels_last else batch)
+
+    def _evaluate(self) -> None:
+        ev = self.config.eval
+        if not (ev.lfw and ev.pairs):
+            raise ValueError("eval.every is set but eval.lfw / eval.pairs are empty")
+        pairs = read_pairs(ev.pairs)
+        if ev.folds:
+            pairs = pairs.subset([f - 1 for f in ev.folds])
+        self.backbone.eval()
+        with torch.no_grad():
+            metrics = evaluate_embedder(self.embed, ev.lfw, ev.pairs, None, EvalConfig(flip=ev.flip),
+                                        image_size=self.input_size, device=self.info.device, progress=False,
+                                        pairs=pairs) if self.info.is_main else {"accuracy": 0.0}
+        self.backbone.train()
+        accuracy = float(metrics["accuracy"])
+        self.logger.log(self.state.step, {"eval/accuracy": accuracy, "eval/auc": metrics.get("auc", float("nan"))})
+        if accuracy > self.state.best_accuracy:
+            self.state.best_accuracy, self.state.best_step = accuracy, self.state.step
+            if self.config.keep_best:
+                self.save("best.pt")
+
+
+def train(config: TrainConfig, callbacks: list[Callable[[Trainer], None]] | None = None) -> TrainResult:
+    """Build a Trainer and run it; leaves the process group when done."""
+    trainer = Trainer(config, callbacks)
+    try:
+        return trainer.fit()
+    finally:
+        distributed.cleanup()

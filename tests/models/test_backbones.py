@@ -1,0 +1,58 @@
+"""Backbones: output shapes, parameter counts (full size), MACs, small CPU variants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from faceverify.models import BACKBONES, build_backbone, count_macs, count_parameters
+
+# Parameter counts of the full-size networks at their standard input, 512-d output.
+FULL_SIZE_PARAMETERS = {
+    "face_resnet27": 27_543_072,
+    "sphere20": 22_670_656,
+    "sphere36": 32_778_816,
+    "sphere64": 48_200_512,
+    "iresnet18": 24_025_600,
+    "iresnet34": 34_139_328,
+    "iresnet50": 43_590_848,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_small_variant_output_shape_and_gradients(name: str):
+    model = build_backbone(name, embedding_dim=32, width=0.125, input_size=(56, 48))
+    x = torch.randn(3, 3, 56, 48)
+    out = model(x)
+    assert out.shape == (3, 32)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_full_size_parameter_count(name: str):
+    model = build_backbone(name)
+    assert count_parameters(model) == FULL_SIZE_PARAMETERS[name]
+
+
+def test_iresnet50_matches_the_published_size():
+    # LResNet50E-IR (ArcFace): 43.576 M parameters, 12.637 GFLOPs = 6.32 GMACs at 112x112
+    # (OpenVINO Open Model Zoo, face-recognition-resnet50-arcface). Ours counts the final BN's
+    # fixed scale as a parameter too.
+    model = build_backbone("iresnet50")
+    assert count_parameters(model) == pytest.approx(43.576e6, rel=5e-4)
+    assert count_macs(model, (112, 112)) == pytest.approx(12.637e9 / 2, rel=2e-3)
+
+
+def test_face_resnet27_has_27_conv_layers_and_a_5x4_final_map():
+    model = build_backbone("face_resnet27")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 27
+    assert model.fc5.in_features == 512 * 5 * 4
+    assert build_backbone("sphere20").fc5.in_features == 512 * 7 * 6
+    assert build_backbone("iresnet18").fc.in_features == 512 * 7 * 7
+
+
+def test_unknown_backbone_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: face_resnet27, sphere20"):
+        build_backbone("resnet9000")
