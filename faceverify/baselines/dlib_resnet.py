@@ -4,8 +4,10 @@ Pipeline per image, all from dlib's packaged models (``face_recognition_models``
 downloaded): HOG face detector (one upsampling) -> the face nearest the image centre ->
 5-point shape predictor -> 150x150 aligned chip (padding 0.25) -> 128-d descriptor. The
 descriptor of the mirrored chip is stored too (``embeddings_flip``) for flip test-time
-augmentation. When HOG finds no face, a fixed box where LFW faces sit is used instead and the
-image is counted as a fallback, never skipped.
+augmentation. When HOG finds no face, dlib's CNN (MMOD) detector tries; when that finds none
+either, a fixed box where LFW faces sit is used and the image is counted as a fallback, never
+skipped. dlib's published 99.38% averages 100 jittered crops per image (dlib's
+dnn_face_recognition_ex.cpp); this baseline uses one crop and its mirror.
 
 Results are cached in ``<out>.cache.npz`` every ``save_every`` images, so an interrupted run
 resumes where it stopped.
@@ -63,11 +65,17 @@ class DlibEmbedder:
         self.detector = dlib.get_frontal_face_detector()
         self.shape_predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
         self.model = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+        self._cnn_path = str(models / "mmod_human_face_detector.dat")
+        self._cnn = None  # loaded on first need: only HOG misses use it
 
     def choose_face(self, image: np.ndarray) -> tuple[object, bool]:
         """The detected box nearest the image centre, or the LFW fallback box -> (rect, detected)."""
         height, width = image.shape[:2]
         faces = list(self.detector(image, self.upsample))
+        if not faces:
+            if self._cnn is None:
+                self._cnn = self._dlib.cnn_face_detection_model_v1(self._cnn_path)
+            faces = [d.rect for d in self._cnn(image, self.upsample)]
         if not faces:
             left, top, right, bottom = LFW_FALLBACK_BOX
             rect = self._dlib.rectangle(
@@ -132,7 +140,8 @@ def embed_lfw_with_dlib(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     cache_path = out_path.with_name(out_path.name + ".cache.npz")
     cache = _load_cache(cache_path)
-    todo = [p for p in relpaths if p not in cache]
+    # undetected images are retried, so a better detector chain improves an existing cache
+    todo = [p for p in relpaths if p not in cache or not cache[p][2]]
     embedder = DlibEmbedder() if todo else None
     started = time.perf_counter()
     for count, rel in enumerate(tqdm(todo, desc="dlib", unit="img", disable=not progress), start=1):

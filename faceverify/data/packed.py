@@ -76,24 +76,46 @@ def write_packed(
                   disable=not progress))
     images.flush()
     del images
+    names = [str(Path(p).relative_to(relative_to) if relative_to else p) for p in paths]
+    return _finish(tmp, out, (len(paths), int(height), int(width), 3), labels, identities, names, meta)
+
+
+def _finish(tmp: Path, out: Path, shape: tuple[int, int, int, int], labels: Sequence[int],
+            identities: Sequence[str], names: Sequence[str], meta: dict[str, Any] | None) -> Path:
+    """Write labels, paths and meta.json next to images.u8, then publish ``tmp`` as ``out``."""
     np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
-    with open(tmp / "paths.txt", "w", encoding="utf-8") as handle:
-        for path in paths:
-            handle.write(f"{Path(path).relative_to(relative_to) if relative_to else path}\n")
+    (tmp / "paths.txt").write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(identities))
     info = {
         "format": FORMAT,
-        "shape": [len(paths), int(height), int(width), 3],
-        "n_images": len(paths),
+        "shape": list(shape),
+        "n_images": shape[0],
         "n_identities": len(identities),
         "identities": list(identities),
-        "images_per_identity": {"min": int(counts.min()), "max": int(counts.max()),
-                                "mean": float(counts.mean())},
+        "images_per_identity": {"min": int(counts.min()), "max": int(counts.max()), "mean": float(counts.mean())},
         **(meta or {}),
     }
     (tmp / "meta.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out)
     return out
+
+
+def write_packed_array(out: str | Path, images: np.ndarray, labels: Sequence[int], identities: Sequence[str],
+                       meta: dict[str, Any] | None = None) -> Path:
+    """Pack an in-memory uint8 array ``[N, H, W, 3]`` (synthetic benchmarks, tests)."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images must be [N, H, W, 3] uint8, got {images.shape}")
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    images.tofile(tmp / "images.u8")
+    names = [f"array[{i}]" for i in range(len(images))]
+    return _finish(tmp, out, tuple(images.shape), labels, identities, names, meta)
 
 
 @dataclass

@@ -20,6 +20,7 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    backend: str  # "nccl", "gloo" or "none" (a plain single process)
 
     @property
     def is_main(self) -> bool:
@@ -27,7 +28,7 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.backend != "none"
 
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
@@ -43,20 +44,27 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
 
 
 def setup(preference: str = "auto") -> DistInfo:
-    """Join the process group torchrun prepared (if any) and pick this process's device."""
+    """Join the process group torchrun prepared (if any) and pick this process's device.
+
+    Launched by torchrun (``MASTER_ADDR`` and ``WORLD_SIZE`` set) the process group is created
+    even for a world of one, so a one-GPU ``torchrun`` exercises NCCL and DDP for real.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(preference, local_rank)
-    if world > 1 and not dist.is_initialized():
+    launched = "MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ
+    backend = "none"
+    if launched:
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        else:
-            # share the CPU cores between the processes instead of oversubscribing them
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-        dist.init_process_group(backend=backend)
-    return DistInfo(rank, world, local_rank, device)
+        if not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            else:
+                # share the CPU cores between the processes instead of oversubscribing them
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+            dist.init_process_group(backend=backend)
+    return DistInfo(rank, world, local_rank, device, backend)
 
 
 def cleanup() -> None:

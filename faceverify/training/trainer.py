@@ -344,6 +344,8 @@ class Trainer:
         )
         if self.info.is_main:
             summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
+            summary.update(world_size=self.info.world_size, backend=self.info.backend,
+                           device=str(self.info.device))
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         return result
 
