@@ -128,7 +128,8 @@ def main() -> None:
         packs: dict[tuple[int, int], Path] = {}
         for name in args.backbones.split(","):
             size = DEFAULT_INPUT[name]
-            packs.setdefault(size, synthetic_pack(work, size))
+            if size not in packs:
+                packs[size] = synthetic_pack(work, size)
             figures = training_throughput(name, packs[size], args, work)
             rows.append({**where, "backbone": name, "input": f"{size[0]}x{size[1]}", "batch_size": args.batch_size,
                          "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
