@@ -64,12 +64,20 @@ def _flat_size(features: nn.Module, input_size: tuple[int, int]) -> int:
         return int(features(torch.zeros(1, 3, *input_size)).numel())
 
 
-def _init_xavier(module: nn.Module) -> None:
+def _init_plain(module: nn.Module) -> None:
+    """Xavier for stage convs and fc5; N(0, 0.01^2) for the convs inside residual units, as in
+    the released SphereFace / caffe-face prototxts: the residual branches start near zero, so
+    a deep plain network (no BatchNorm) does not blow its activations up at initialisation."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+    for unit in module.modules():
+        if isinstance(unit, PlainResidual):
+            for m in unit.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.normal_(m.weight, std=0.01)
 
 
 class FaceResNet27(nn.Module):
@@ -92,7 +100,7 @@ class FaceResNet27(nn.Module):
                 layers += [*_conv_prelu(width_here, c[stage + 2], 1, 0, batch_norm), nn.MaxPool2d(2, 2)]
         self.features = nn.Sequential(*layers)
         self.fc5 = nn.Linear(_flat_size(self.features, input_size), embedding_dim)
-        _init_xavier(self)
+        _init_plain(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc5(torch.flatten(self.features(x), 1))
@@ -113,7 +121,7 @@ class SphereNet(nn.Module):
             cin = cout
         self.features = nn.Sequential(*layers)
         self.fc5 = nn.Linear(_flat_size(self.features, input_size), embedding_dim)
-        _init_xavier(self)
+        _init_plain(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc5(torch.flatten(self.features(x), 1))
