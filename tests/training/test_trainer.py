@@ -25,14 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_overfits_the_40_att_identities_within_a_minute(att_packed: Path, tmp_path: Path):
     started = time.perf_counter()
-    config = small_config(att_packed, tmp_path / "run", optim={"max_iters": 150, "milestones": [100]},
+    config = small_config(att_packed, tmp_path / "run", optim={"max_iters": 150, "milestones": [100], "lr": 0.03},
                           loss={"terms": {"softmax": 1.0, "center": 0.003}})
     result = train(config)
     elapsed = time.perf_counter() - started
     assert result.train_accuracy >= 0.95, result
     assert elapsed < 60, f"took {elapsed:.0f} s"
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert records[-1]["step"] == 150 and "loss/center" in records[-1] and records[-1]["lr"] == pytest.approx(0.001)
+    assert records[-1]["step"] == 150 and "loss/center" in records[-1] and records[-1]["lr"] == pytest.approx(0.003)
     assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "commit.txt").is_file()
 
 
