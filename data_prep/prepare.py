@@ -252,13 +252,22 @@ def align_tree(
     config: AlignConfig | None = None,
     detector: FaceDetector | None = None,
     progress: bool = True,
+    only: set[str] | None = None,
 ) -> dict:
-    """Align every image under ``src`` into ``dst``; returns the summary (also ``summary.json``)."""
+    """Align every image under ``src`` into ``dst``; returns the summary (also ``summary.json``).
+
+    ``only`` restricts the run to those source paths (relative, e.g. ``Name/Name_0001.jpg``).
+    """
     config = config or AlignConfig()
     src, dst = Path(src), Path(dst)
     template = get_template(config.template, config.scale)
     on_fail = config.resolved_on_fail()
     sources, listing = list_sources(src, config.ext)
+    if only is not None:
+        missing = sorted(only - {s.rel for s in sources})
+        if missing:
+            raise AlignmentError(f"{len(missing)} requested image(s) are not under {src}, e.g. {missing[:3]}")
+        sources = [s for s in sources if s.rel in only]
     if config.limit:
         sources = sources[: config.limit]
     supplied = read_landmarks_file(config.landmarks_file) if config.landmarks_file else {}

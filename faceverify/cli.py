@@ -59,6 +59,53 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- ablate
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ablate",
+        help="train and evaluate a grid of loss arms x seeds x held-out LFW folds (resumable)",
+        description="Run an ablation spec (YAML of AblationSpec fields, see experiments/configs/). "
+        "Finished cells are skipped; tables and plots are regenerated after each cell.",
+    )
+    p.add_argument("spec", type=Path)
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the spec, e.g. folds=[1]")
+    p.set_defaults(func=_run_ablate)
+
+
+def _run_ablate(args: argparse.Namespace) -> int:
+    from faceverify.ablation.runner import run_ablation
+    from faceverify.ablation.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    csv_path = run_ablation(spec)
+    print(f"results: {csv_path} and {csv_path.with_suffix('.md')}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="end to end: locate LFW, align what is needed, train softmax + center, evaluate a held-out fold",
+    )
+    p.add_argument("--lfw", help="LFW folder (default: $FACEVERIFY_DATA/lfw or a previous download)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--fold", type=int, default=1, help="held-out View 2 fold (1..10)")
+    p.add_argument("--profile", choices=["cpu", "gpu"], help="default: gpu when CUDA is available")
+    p.add_argument("--download-to", type=Path, default=Path.home() / "scikit_learn_data",
+                   help="where to download LFW if it is not found")
+    p.add_argument("--max-iters", type=int, default=0, help="shorter training (0 = the profile's)")
+    p.add_argument("--record", type=Path, help="also append the timing row to DIR/demo.csv")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from faceverify.demo import run_demo
+
+    run_demo(args.lfw, args.out, args.fold, args.profile, args.download_to, args.record, args.max_iters)
+    return 0
+
+
 # ----------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -290,7 +337,8 @@ def _run_casia_overlap(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- main
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_align, _add_pack, _add_train, _add_lfw, _add_casia_overlap, _add_eval, _add_baseline,
+    _add_align, _add_pack, _add_train, _add_ablate, _add_demo, _add_lfw, _add_casia_overlap, _add_eval,
+    _add_baseline,
 ]
 
 

@@ -77,6 +77,7 @@ class TrainState:
     batch_in_epoch: int = 0
     best_accuracy: float = -1.0
     best_step: int = -1
+    seconds: float = 0.0  # training wall time over all runs of this output folder (resumes add up)
 
 
 @dataclass
@@ -170,6 +171,7 @@ class Trainer:
         )
         self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main, tensorboard=config.tensorboard)
         self.last_output: ObjectiveOutput | None = None
+        self._fit_started: float | None = None
         self._maybe_resume()
 
     # ------------------------------------------------------------------ setup helpers
@@ -205,6 +207,10 @@ class Trainer:
         self.state = TrainState(**state["train_state"])
 
     def checkpoint_state(self) -> dict:
+        if self._fit_started is not None:
+            now = time.perf_counter()
+            self.state.seconds += now - self._fit_started
+            self._fit_started = now
         return {
             "config": to_dict(self.config),
             "model": self.backbone.state_dict(),
@@ -282,6 +288,7 @@ class Trainer:
             signal.signal(sig, self._request_stop)
         bar = progress_bar(config.optim.max_iters, self.state.step, config.progress and self.info.is_main)
         started = time.perf_counter()
+        self._fit_started = started
         images_seen = 0
         correct: list[float] = []
         stopped = False

@@ -54,7 +54,9 @@ def test_2n_steps_equal_n_steps_then_resume_n_bitwise(att_packed: Path, tmp_path
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
-    assert a["train_state"] == b["train_state"]
+    timing = {"seconds"}
+    assert {k: v for k, v in a["train_state"].items() if k not in timing} == {
+        k: v for k, v in b["train_state"].items() if k not in timing}
 
 
 def test_an_injected_nan_stops_the_run_naming_step_and_term(att_packed: Path, tmp_path: Path):
