@@ -4,7 +4,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export FACEVERIFY_DATA ?= $(abspath ../shared/data)
+# The data: $FACEVERIFY_DATA if set, else ../shared/data when it exists (see README "Data").
+ifeq ($(FACEVERIFY_DATA),)
+ifneq ($(wildcard ../shared/data/lfw),)
+export FACEVERIFY_DATA := $(abspath ../shared/data)
+endif
+endif
 
 .PHONY: setup demo test
 setup: $(VENV)/.installed
@@ -15,7 +20,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/faceverify baseline dlib --folds 1,2 --out runs/demo/dlib_folds12.npz --eval-out runs/demo/eval
+	$(BIN)/faceverify demo $(DEMO_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest
