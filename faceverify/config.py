@@ -103,26 +103,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a (partial) mapping; missing keys keep their defaults."""
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
-            f"valid keys here: {', '.join(prefix + n for n in names)}"
-        )
-    base = cls()
-    kwargs: dict[str, Any] = {}
-    for name in names:
-        if name not in data:
-            continue
-        current = getattr(base, name)
-        value = data[name]
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            kwargs[name] = merge(current, value, prefix=f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, hints[name], prefix + name)
-    return dataclasses.replace(base, **kwargs)
+    return merge(cls(), data, prefix)
 
 
 def merge(cfg: T, changes: dict[str, Any], prefix: str = "") -> T:

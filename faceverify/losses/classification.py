@@ -62,16 +62,11 @@ def _cosine(embeddings: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.normalize(embeddings, dim=1) @ F.normalize(weight.to(embeddings.dtype), dim=1).T
 
 
-@dataclass
-class CosFaceOptions:
-    s: float = 64.0
-    m: float = 0.35
+class _AdditiveMarginHead(nn.Module):
+    """Normalised class weights ``W [C, D]``, scale ``s`` and margin ``m`` shared by CosFace and
+    ArcFace; logits without margin are ``s cos t``."""
 
-
-class CosFaceLoss(nn.Module):
-    """Large margin cosine loss (CosFace)."""
-
-    def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.35):
+    def __init__(self, embedding_dim: int, num_classes: int, s: float, m: float):
         super().__init__()
         self.weight = _init_weight(num_classes, embedding_dim)
         self.s, self.m = s, m
@@ -79,8 +74,21 @@ class CosFaceLoss(nn.Module):
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.s * _cosine(embeddings, self.weight)
 
+
+@dataclass
+class CosFaceOptions:
+    s: float = 64.0
+    m: float = 0.35
+
+
+class CosFaceLoss(_AdditiveMarginHead):
+    """Large margin cosine loss (CosFace)."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.35):
+        super().__init__(embedding_dim, num_classes, s, m)
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
-        logits = _cosine(embeddings, self.weight) * self.s
+        logits = self.logits(embeddings)
         # subtract s*m at the target class in place: one [B, C] tensor instead of three
         logits[torch.arange(labels.numel(), device=labels.device), labels] -= self.s * self.m
         return F.cross_entropy(logits, labels)
@@ -92,16 +100,11 @@ class ArcFaceOptions:
     m: float = 0.5  # radians
 
 
-class ArcFaceLoss(nn.Module):
+class ArcFaceLoss(_AdditiveMarginHead):
     """Additive angular margin loss (ArcFace), with the fallback where ``t_y + m > pi``."""
 
     def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.5):
-        super().__init__()
-        self.weight = _init_weight(num_classes, embedding_dim)
-        self.s, self.m = s, m
-
-    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.s * _cosine(embeddings, self.weight)
+        super().__init__(embedding_dim, num_classes, s, m)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
         cos = _cosine(embeddings, self.weight)
