@@ -104,26 +104,31 @@ def time_step(fn: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.devi
 def peak_bytes(which: str, device: torch.device) -> int:
     """Peak extra memory of one center-loss forward+backward (``ours`` or ``matrix``).
 
-    CUDA: the allocator's peak. CPU: the growth of the process's resident high-water mark,
-    measured in a fresh subprocess so earlier benchmarks do not mask it.
+    CUDA: the allocator's peak. CPU: in a fresh subprocess, after one warm-up step, the kernel's
+    resident high-water mark is reset (``/proc/self/clear_refs``) and its growth over one more
+    step is read from ``VmHWM`` (Linux).
     """
     if device.type == "cuda":
         module = (CenterLoss(C, D) if which == "ours" else MatrixCenterLoss(C, D)).to(device)
         x = torch.randn(B, D, device=device, requires_grad=True)
         labels = torch.randint(0, C, (B,), device=device)
+        module(x, labels).backward()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         module(x, labels).backward()
         return torch.cuda.max_memory_allocated(device) - base
     code = (
-        "import resource, torch, sys; sys.path.insert(0, %r);"
-        "from bench_losses import CenterLoss, MatrixCenterLoss, B, C, D;"
-        "m = CenterLoss(C, D) if %r == 'ours' else MatrixCenterLoss(C, D);"
-        "x = torch.randn(B, D, requires_grad=True); y = torch.randint(0, C, (B,));"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "m(x, y).backward();"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)"
+        "import torch, sys; sys.path.insert(0, %r);"
+        "from bench_losses import CenterLoss, MatrixCenterLoss, B, C, D\n"
+        "def status(key):\n"
+        "    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(key))\n"
+        "m = CenterLoss(C, D) if %r == 'ours' else MatrixCenterLoss(C, D)\n"
+        "x = torch.randn(B, D, requires_grad=True); y = torch.randint(0, C, (B,))\n"
+        "m(x, y).backward(); x.grad = None\n"
+        "open('/proc/self/clear_refs', 'w').write('5'); base = status('VmRSS')\n"
+        "m(x, y).backward()\n"
+        "print(status('VmHWM') - base)"
     ) % (str(Path(__file__).parent), which)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
