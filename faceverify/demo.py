@@ -2,8 +2,8 @@
 
 1. Locate LFW (``--lfw``, ``$FACEVERIFY_DATA/lfw``, a previous download) or download it.
 2. Align, with MTCNN, only the images it needs: every image of the View 2 pairs (the threshold
-   is chosen on the nine other folds) and the training people (the other nine people.txt sets,
-   at least two images each).
+   is chosen on the nine other folds) and of the people with at least two images (training
+   people of the other nine people.txt sets; the held-out set's for the geometry).
 3. Train softmax + center loss (Wen et al.) with the ``cpu`` ablation profile, or the ``gpu``
    one when CUDA is available.
 4. Evaluate on the held-out fold's 600 pairs; print and save the result.
@@ -27,11 +27,13 @@ from faceverify.data.lfw import people_keys, read_pairs, read_people, resolve_im
 from faceverify.results import append_rows, csv_to_markdown, read_rows
 
 
-def demo_images(images: Path, protocol: Path, held_out: int) -> set[str]:
+def demo_images(images: Path, protocol: Path) -> set[str]:
+    """Every View 2 pair image and every image of people with at least two images (the
+    training people of the other sets, and the held-out set's for the geometry)."""
     pairs = read_pairs(protocol / "pairs.txt")
     people = read_people(protocol / "people.txt")
-    train = {n: c for k, group in enumerate(people, start=1) if k != held_out for n, c in group.items() if c >= 2}
-    keys = list(dict.fromkeys(pairs.keys + people_keys(train)))
+    several = {n: c for group in people for n, c in group.items() if c >= 2}
+    keys = list(dict.fromkeys(pairs.keys + people_keys(several)))
     paths = resolve_image_paths(images, keys)
     return {str(paths[k].relative_to(images)) for k in keys}
 
@@ -49,7 +51,7 @@ def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = No
     profile = profile or ("gpu" if torch.cuda.is_available() else "cpu")
     print(f"LFW: {location.images}; held-out fold {fold}; profile {profile}")
     aligned = out / "aligned"
-    needed = demo_images(location.images, location.protocol, fold)
+    needed = demo_images(location.images, location.protocol)
     t0 = time.perf_counter()
     summary = align_tree(location.images, aligned, AlignConfig(purpose="eval"), only=needed)
     align_seconds = time.perf_counter() - t0

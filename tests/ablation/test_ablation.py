@@ -16,13 +16,14 @@ from faceverify.ablation.report import write_reports
 from faceverify.ablation.spec import AblationSpec, cells, load_spec, train_config
 from faceverify.cli import main
 from faceverify.data.lfw import read_people
+from faceverify.demo import run_demo
 
 
 @pytest.fixture(scope="module")
 def att_protocol(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(protocol folder with pairs.txt + people.txt, aligned tree)."""
     root = tmp_path_factory.mktemp("attprotocol")
-    raw = root / "raw"
+    raw = root / "lfw"  # an LFW-style image folder name, so locate_lfw(root) finds it
     subjects = [f"s{i}" for i in range(1, 41)]
     for subject in subjects:
         (raw / subject).mkdir(parents=True)
@@ -125,3 +126,15 @@ def test_protocol_split_keeps_test_people_out_of_training(lfw_dir: Path):
     assert not split.train_people & set(people[3]) and not split.train_people & set(people[4])
     assert split.test_people == {n for n, c in people[3].items() if c >= 2}
     assert all(os.sep not in n for n in split.train_people)
+
+
+def test_demo_end_to_end_on_an_lfw_style_folder(att_protocol, tmp_path: Path):
+    protocol, _ = att_protocol
+    result = run_demo(str(protocol), tmp_path / "demo", fold=5, profile="cpu", download_to=None,
+                      record=tmp_path / "record", max_iters=6)
+    assert result["held_out_fold"] == 5 and result["iterations"] == 6 and 0.0 <= result["accuracy"] <= 1.0
+    assert (tmp_path / "demo" / "result.json").is_file() and (tmp_path / "demo" / "demo.md").is_file()
+    assert (tmp_path / "demo" / "aligned" / "manifest.csv").is_file()
+    assert (tmp_path / "record" / "demo.csv").is_file()
+    again = run_demo(str(protocol), tmp_path / "demo", fold=5, profile="cpu", max_iters=6)
+    assert again["accuracy"] == result["accuracy"]  # everything reused
