@@ -4,8 +4,11 @@
 # Resumable: re-running skips finished cells.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p results/ablation
+[ -f results/ablation/wall_times.csv ] || echo "spec,commit,finished_utc,wall_seconds" > results/ablation/wall_times.csv
 for spec in ablation_lfw_cpu ablation_lambda_cpu; do
     start=$(date +%s)
     faceverify ablate "experiments/configs/$spec.yaml"
-    echo "$spec: $(( $(date +%s) - start )) s wall" | tee -a "work/ablation_wall_times.txt"
+    echo "$spec,$(git rev-parse --short=10 HEAD),$(date -u +%Y-%m-%dT%H:%M:%SZ),$(( $(date +%s) - start ))" \
+        | tee -a results/ablation/wall_times.csv
 done

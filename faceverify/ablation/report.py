@@ -10,6 +10,7 @@ sweep, ``<name>_sweep.png`` (held-out accuracy against the swept value, with err
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -152,6 +153,17 @@ def sweep_section(spec: AblationSpec, rows: list[dict[str, str]]) -> list[str]:
         lines += ["", f"Held-out accuracy of the inner-validation choice: {_pct(float(np.mean(chosen_acc)))} ± "
                   f"{_pct(float(np.std(chosen_acc)))} %."]
     return lines
+
+
+def timing_line(rows: list[dict[str, str]]) -> str:
+    """Compute time from the rows: per-cell training + evaluation, and the wall span of the run."""
+    seconds = [_f(r, "train_seconds") + _f(r, "eval_seconds") for r in rows]
+    starts = sorted(datetime.strptime(r["time_utc"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) for r in rows)
+    last = max(rows, key=lambda r: r["time_utc"])
+    span = (starts[-1] - starts[0]).total_seconds() + _f(last, "train_seconds") + _f(last, "eval_seconds")
+    return (f"Time: {sum(seconds) / 60:.1f} min of training and evaluation over {len(rows)} cells "
+            f"({np.mean(seconds) / 60:.1f} min per cell); {span / 60:.1f} min from the first cell's start to the "
+            f"last cell's end (cells resumed in later runs lengthen this span).")
 
 
 def plot_accuracy(labels: list[str], by_label: dict[str, list[dict[str, str]]], path: Path, title: str) -> None:
@@ -303,6 +315,7 @@ def write_reports(spec: AblationSpec, csv_path: Path, cell_dir: Path) -> Path:
     sweep = sweep_section(spec, rows)
     if sweep:
         lines += ["", *sweep]
+    lines += ["", timing_line(rows)]
     lines += ["", f"![accuracy]({stem}_accuracy.png) ![roc]({stem}_roc.png)", "",
               f"![projection]({stem}_projection.png)"]
     if sweep:
