@@ -136,11 +136,17 @@ def benchmark_section() -> str:
     return "\n".join(parts) + "\n" if len(parts) > 2 else ""
 
 
+ABLATION_ORDER = ["lfw_cpu_losses", "lfw_cpu_lambda"]
+
+
 def ablation_section() -> str:
     out = []
-    for md in sorted((ROOT / "results" / "ablation").glob("*.md")):
+    found = sorted((ROOT / "results" / "ablation").glob("*.md"))
+    rank = {name: i for i, name in enumerate(ABLATION_ORDER)}
+    for md in sorted(found, key=lambda p: (rank.get(p.stem, len(rank)), p.stem)):
         text = md.read_text(encoding="utf-8")
         body = text.split("\n", 1)[1] if text.startswith("# ") else text
+        body = re.sub(r"^## ", "#### ", body, flags=re.MULTILINE)  # stay below the README's headings
         body = re.sub(r"\]\((?!http)([^)]+\.png)\)", r"](results/ablation/\1)", body)
         out.append(f"### Ablation: `{md.stem}`\n{body}")
     return "\n".join(out)
