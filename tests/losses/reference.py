@@ -202,7 +202,7 @@ def margin_head(x, labels, weight, kind, s=64.0, m=0.35, lam=5.0):
             if kind == "sphereface":
                 value = norm(xi) * cos[c]
                 if c == label:
-                    t = math.acos(max(-1.0, min(1.0, float(cos[c]))))
+                    t = math.acos(max(-1.0, min(1.0, float(cos[c].detach()))))
                     k = min(int(math.floor(m * t / math.pi)), int(m) - 1)
                     theta = torch.acos(torch.clamp(cos[c], -1.0, 1.0))
                     psi = (-1) ** k * torch.cos(m * theta) - 2 * k
