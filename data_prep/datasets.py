@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from faceverify.data.lfw import IMAGE_EXTENSIONS, read_people
+from faceverify.data.lfw import list_image_tree, read_people
 from faceverify.data.locate import DATA_ENV
 
 LFW_IMAGES = 13233
@@ -99,8 +99,7 @@ def verify_lfw(images: str | Path, manifest: str | Path | None = None) -> dict:
     """
     images = Path(images)
     people = [d for d in sorted(os.listdir(images)) if (images / d).is_dir()]
-    files = [f"{p}/{f}" for p in people for f in sorted(os.listdir(images / p))
-             if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    files = list_image_tree(images)
     problems: list[str] = []
     if len(files) != LFW_IMAGES:
         problems.append(f"{len(files)} images, LFW has {LFW_IMAGES}")

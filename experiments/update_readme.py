@@ -8,19 +8,17 @@ summary tables, so no number in the README is typed by hand.
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
+
+from faceverify.results import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return read_rows(path) if path.is_file() else []
 
 
 def _pct(value: str) -> str:

@@ -134,12 +134,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     from faceverify.data.lfw import read_pairs
     from faceverify.data.locate import lfw_protocol_dir
-    from faceverify.evaluation.lfw_eval import (
-        EmbeddingSet,
-        EvalConfig,
-        evaluate_embeddings,
-        write_outputs,
-    )
+    from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embeddings_file
 
     config = load_config(EvalConfig, args.config, args.overrides)
     flags = {k: v for k, v in {
@@ -160,10 +155,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             args.checkpoint, args.lfw, pairs_path, args.out, config, device=args.device, pairs=pairs
         )
     else:
-        embeddings = EmbeddingSet.load(args.embeddings)
-        metrics, result = evaluate_embeddings(embeddings, pairs, config)
-        metrics["source"] = {"embeddings": str(args.embeddings), "pairs": str(pairs_path)}
-        write_outputs(metrics, result, args.out, config, title=f"LFW {Path(pairs_path).name}")
+        metrics = evaluate_embeddings_file(args.embeddings, pairs_path, args.out, config, pairs=pairs)
     _print_metrics(metrics, args.out)
     return 0
 

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from faceverify.ablation.geometry import projection  # noqa: E402
 from faceverify.ablation.spec import AblationSpec, Cell  # noqa: E402
+from faceverify.evaluation.report import plot_roc as plot_curves  # noqa: E402
 from faceverify.results import read_rows  # noqa: E402
 
 PAPER_ORDER = ("softmax", "softmax+contrastive", "softmax+center")
@@ -188,7 +189,8 @@ def plot_accuracy(labels: list[str], by_label: dict[str, list[dict[str, str]]], 
 
 def plot_roc(labels: list[str], cell_dir: Path, by_label: dict[str, list[dict[str, str]]], path: Path,
              title: str) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    """One held-out ROC per arm, its cells' fold scores pooled."""
+    curves = {}
     for label in labels:
         scores, same = [], []
         for row in by_label[label]:
@@ -197,21 +199,10 @@ def plot_roc(labels: list[str], cell_dir: Path, by_label: dict[str, list[dict[st
                 with np.load(file) as data:
                     scores.append(data["scores"])
                     same.append(data["same"])
-        if not scores:
-            continue
-        far, tar, _ = roc_curve(np.concatenate(same), np.concatenate(scores))
-        keep = far > 0
-        ax.plot(np.clip(far[keep], 1e-3, 1), tar[keep], label=label, linewidth=1.2)
-    ax.set_xscale("log")
-    ax.set_xlim(1e-3, 1)
-    ax.set_xlabel("false accept rate (log)")
-    ax.set_ylabel("true accept rate")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        if scores:
+            far, tar, _ = roc_curve(np.concatenate(same), np.concatenate(scores))
+            curves[label] = (far, tar)
+    plot_curves(curves, path, title=title, floor=1e-3)
 
 
 def plot_projection(labels: list[str], cell_dir: Path, by_label: dict[str, list[dict[str, str]]], path: Path) -> None:

@@ -15,7 +15,22 @@ import torch
 from torch.utils.data import Sampler
 
 
-class PKSampler(Sampler[list[int]]):
+class _ShardedBatchSampler(Sampler[list[int]]):
+    """What both samplers share: a seed, this process's rank among ``num_replicas``, and the
+    position (epoch, first batch to yield) that a resumed run restores with ``set_epoch``."""
+
+    def __init__(self, seed: int, num_replicas: int, rank: int):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+
+class PKSampler(_ShardedBatchSampler):
     """Batches of ``p`` identities x ``k`` images (Hermans et al. 2017).
 
     An epoch visits the identities in a random order, ``p`` at a time (``len(self)`` =
@@ -25,11 +40,10 @@ class PKSampler(Sampler[list[int]]):
 
     def __init__(self, labels: Sequence[int] | np.ndarray, p: int, k: int, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0):
+        super().__init__(seed, num_replicas, rank)
         labels = np.asarray(labels, dtype=np.int64)
         if p % num_replicas:
             raise ValueError(f"P = {p} identities per batch must divide evenly over {num_replicas} ranks")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
         self.identities = np.unique(labels)
         if self.identities.size < p:
             raise ValueError(f"P = {p} identities per batch but the dataset has only {self.identities.size}")
@@ -37,13 +51,7 @@ class PKSampler(Sampler[list[int]]):
         bounds = np.searchsorted(labels[order], self.identities)
         ends = np.append(bounds[1:], labels.size)
         self.members = {int(c): order[s:e] for c, s, e in zip(self.identities, bounds, ends)}
-        self.p, self.k, self.seed = p, k, seed
-        self.num_replicas, self.rank = num_replicas, rank
-        self.epoch = 0
-        self.start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = int(epoch), int(start_batch)
+        self.p, self.k = p, k
 
     def __len__(self) -> int:
         return self.identities.size // self.p
@@ -66,21 +74,16 @@ class PKSampler(Sampler[list[int]]):
                 yield batch[self.rank * share : (self.rank + 1) * share]
 
 
-class ShuffledBatchSampler(Sampler[list[int]]):
+class ShuffledBatchSampler(_ShardedBatchSampler):
     """Random batches of ``batch_size`` (global) over all samples, reshuffled every epoch."""
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(seed, num_replicas, rank)
         if batch_size % num_replicas:
             raise ValueError(f"batch size {batch_size} must divide evenly over {num_replicas} ranks")
         if n < batch_size:
             raise ValueError(f"batch size {batch_size} exceeds the {n} samples")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.num_replicas, self.rank = num_replicas, rank
-        self.epoch = 0
-        self.start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = int(epoch), int(start_batch)
+        self.n, self.batch_size = n, batch_size
 
     def __len__(self) -> int:
         return self.n // self.batch_size

@@ -40,12 +40,13 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "ROC") -> Path:
-    """ROC curves (TAR against FAR on a log axis); ``curves`` maps a label to (far, tar)."""
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "ROC",
+             floor: float = 1e-4) -> Path:
+    """ROC curves (TAR against FAR on a log axis from ``floor`` to 1); ``curves`` maps a label to
+    (far, tar)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
-    floor = 1e-4
     for label, (far, tar) in curves.items():
         keep = far > 0
         ax.plot(np.clip(far[keep], floor, 1.0), tar[keep], label=label, linewidth=1.4)
@@ -54,9 +55,9 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     ax.set_ylim(0.0, 1.01)
     ax.set_xlabel("false accept rate (log)")
     ax.set_ylabel("true accept rate")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7 if len(curves) > 4 else 8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
