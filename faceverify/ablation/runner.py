@@ -133,7 +133,6 @@ def run_ablation(spec: AblationSpec, log: Callable[[str], None] = print) -> Path
             continue
         metrics = evaluate_cell(spec, cell, run_dir / "checkpoints" / "last.pt", protocol_dir, aligned,
                                 split.test_people, work / spec.name / "cells" / f"{cell.slug}.npz")
-        state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
         row = {
             **base_row, "status": "ok", "reason": "",
             "accuracy": metrics["accuracy"], "auc": metrics["auc"], "tar_at_far_1e-3": metrics["tar_at_far_1e-3"],
@@ -143,7 +142,7 @@ def run_ablation(spec: AblationSpec, log: Callable[[str], None] = print) -> Path
             "geometry_identities": metrics["geometry_identities"],
             "train_accuracy": result.train_accuracy, "final_loss": result.last_values.get("total", float("nan")),
             "iterations": result.step, "train_images": int(np.load(pack / "labels.npy").size),
-            "input": f"{height}x{width}", "train_seconds": state["train_state"]["seconds"],
+            "input": f"{height}x{width}", "train_seconds": result.total_seconds,
             "eval_seconds": metrics["eval_seconds"], "profile": spec.profile, "config_hash": digest, **where,
         }
         append_rows(csv_path, [row])

@@ -52,8 +52,8 @@ def write_packed(
         raise ValueError("nothing to pack: no images left after filtering")
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
-    first = read_rgb(paths[0])
-    height, width = image_size if image_size is not None else first.shape[:2]
+    # without a target size the first image sets it (and every other image must match)
+    height, width = image_size if image_size is not None else read_rgb(paths[0]).shape[:2]
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)

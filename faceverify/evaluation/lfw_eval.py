@@ -163,10 +163,12 @@ def evaluate_embeddings_file(
     pairs_path: str | Path,
     out_dir: str | Path,
     config: EvalConfig | None = None,
+    pairs: PairsProtocol | None = None,
 ) -> dict:
-    """``faceverify eval --embeddings``: evaluate a saved feature file and write the report."""
+    """``faceverify eval --embeddings``: evaluate a saved feature file and write the report.
+    ``pairs`` may be passed pre-read (e.g. a subset of folds of ``pairs_path``)."""
     config = config or EvalConfig()
-    pairs = read_pairs(pairs_path)
+    pairs = pairs if pairs is not None else read_pairs(pairs_path)
     embeddings = EmbeddingSet.load(embeddings_path)
     metrics, result = evaluate_embeddings(embeddings, pairs, config)
     metrics["source"] = {"embeddings": str(embeddings_path), "pairs": str(pairs_path)}
@@ -185,9 +187,11 @@ def evaluate_embedder(
     device: torch.device | str = "cpu",
     progress: bool = True,
     pairs: PairsProtocol | None = None,
+    source: dict[str, str] | None = None,
 ) -> dict:
     """Embed the pair images of ``lfw_root`` with ``embed`` and evaluate (writes files if
-    ``out_dir`` is given). ``pairs`` may be passed pre-read (e.g. a subset of folds)."""
+    ``out_dir`` is given). ``pairs`` may be passed pre-read (e.g. a subset of folds); ``source``
+    adds entries to the record of where the features came from (e.g. the checkpoint)."""
     config = config or EvalConfig()
     pairs = pairs if pairs is not None else read_pairs(pairs_path)
     keys = pairs.keys
@@ -204,7 +208,7 @@ def evaluate_embedder(
     )
     embeddings = EmbeddingSet(keys, features, features_flip)
     metrics, result = evaluate_embeddings(embeddings, pairs, config)
-    metrics["source"] = {"lfw": str(lfw_root), "pairs": str(pairs_path)}
+    metrics["source"] = {"lfw": str(lfw_root), "pairs": str(pairs_path), **(source or {})}
     if out_dir is not None:
         write_outputs(metrics, result, out_dir, config, title=f"LFW {Path(pairs_path).name}")
         embeddings.save(Path(out_dir) / "embeddings.npz", [str(paths[k].relative_to(lfw_root)) for k in keys])

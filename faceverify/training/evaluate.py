@@ -43,11 +43,5 @@ def evaluate_checkpoint(
     target = resolve_device(device or "auto")
     model, input_size, _ = load_backbone(checkpoint, target)
     with torch.no_grad():
-        metrics = evaluate_embedder(model, lfw, pairs_path, out_dir, config or EvalConfig(), image_size=input_size,
-                                    device=target, progress=progress, pairs=pairs)
-    metrics["source"]["checkpoint"] = str(checkpoint)
-    if out_dir is not None:
-        from faceverify.evaluation.report import write_json
-
-        write_json(metrics, Path(out_dir) / "metrics.json")
-    return metrics
+        return evaluate_embedder(model, lfw, pairs_path, out_dir, config or EvalConfig(), image_size=input_size,
+                                 device=target, progress=progress, pairs=pairs, source={"checkpoint": str(checkpoint)})

@@ -85,8 +85,9 @@ class TrainResult:
     out_dir: Path
     step: int
     stopped_by_signal: bool
-    seconds: float
+    seconds: float  # this invocation
     images_per_second: float
+    total_seconds: float  # over every invocation on this output folder (resumes add up)
     last_values: dict[str, float] = field(default_factory=dict)
     train_accuracy: float = float("nan")
     best_accuracy: float = float("nan")
@@ -344,7 +345,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         result = TrainResult(
             out_dir=self.out_dir, step=self.state.step, stopped_by_signal=stopped, seconds=seconds,
-            images_per_second=images_seen / seconds if seconds > 0 else 0.0,
+            images_per_second=images_seen / seconds if seconds > 0 else 0.0, total_seconds=self.state.seconds,
             last_values=self.last_output.values if self.last_output else {},
             train_accuracy=float(np.mean(correct)) if correct else float("nan"),
             best_accuracy=self.state.best_accuracy if self.state.best_accuracy >= 0 else float("nan"),
