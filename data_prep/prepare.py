@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.align import Template, alignment_residual, get_template, similarity_transform, warp_face
-from data_prep.detect import FaceDetector, FacePolicy, choose_face
+from data_prep.detect import FaceDetector, choose_face
 from faceverify.config import to_dict
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from faceverify.data.images import read_rgb
 
 # Mean HOG detection box on LFW deep-funneled 250x250 images, as fractions of width/height
-# (left, top, right, bottom); measured by this baseline's own detections (see results/baselines).
+# (left, top, right, bottom); the mean of dlib's HOG boxes on the first image of 40 LFW people.
 LFW_FALLBACK_BOX = (0.273, 0.316, 0.699, 0.739)
 
 

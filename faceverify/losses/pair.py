@@ -22,8 +22,6 @@ from faceverify.losses.miners import (
     Pairs,
     SemiHardMiner,
     Triplets,
-    all_pairs,
-    all_triplets,
     multi_similarity_masks,
     pairs_from_triplets,
     triplets_from_pairs,
@@ -253,7 +251,7 @@ class NPairLoss(nn.Module):
         if indices_tuple is not None:
             a1, p = _as_pairs(indices_tuple)[:2]
             keep = {}
-            for i, (a, q) in enumerate(zip(a1.tolist(), p.tolist())):
+            for a, q in zip(a1.tolist(), p.tolist()):
                 keep.setdefault(int(labels[a]), (a, q))
             if not keep:
                 return _zero(embeddings)

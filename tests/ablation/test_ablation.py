@@ -12,7 +12,6 @@ import pytest
 
 from data_prep.prepare import AlignConfig, align_tree
 from faceverify.ablation.protocol import split_for
-from faceverify.ablation.report import write_reports
 from faceverify.ablation.spec import AblationSpec, cells, load_spec, train_config
 from faceverify.cli import main
 from faceverify.data.lfw import read_people

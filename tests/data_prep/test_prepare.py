@@ -106,6 +106,7 @@ def test_evaluation_run_aligns_failures_with_the_mean_detected_landmarks(mixed_t
     relative = np.array(summary["fallback"]["mean_relative_landmarks"])
     width, height = float(noise["width"]), float(noise["height"])
     np.testing.assert_allclose(float(noise["x1"]), relative[0, 0] * width, atol=0.01)
+    np.testing.assert_allclose(float(noise["y1"]), relative[0, 1] * height, atol=0.01)
     assert summary["counts"]["fallback"] == 2 and summary["counts"]["unreadable"] == 3
 
 
