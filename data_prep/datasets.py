@@ -86,7 +86,7 @@ def locate_lfw(path: str | Path | None = None) -> LFWLocation:
     looked = ", ".join(str(c) for c in candidates)
     raise DatasetError(
         f"LFW not found (looked in {looked}). Set {DATA_ENV} to a folder holding lfw/, pass the "
-        "LFW folder explicitly, or download it with `faceverify download-lfw DIR`."
+        "LFW folder explicitly, or download it with `faceverify lfw download DIR`."
     )
 
 
@@ -107,14 +107,7 @@ def verify_lfw(images: str | Path, manifest: str | Path | None = None) -> dict:
         problems.append(f"{len(people)} people, LFW has {LFW_PEOPLE}")
     checked = 0
     if manifest is not None:
-        expected: dict[str, tuple[str, int]] = {}
-        with open(manifest, encoding="utf-8") as handle:
-            header = handle.readline().split()
-            if header[:2] != ["path", "sha256"]:
-                raise DatasetError(f"{manifest} line 1: expected a 'path sha256 bytes' header")
-            for line in handle:
-                rel, digest, size = line.rstrip("\n").split("\t")
-                expected[rel] = (digest, int(size))
+        expected = read_checksum_manifest(manifest)
         present = set(files)
         missing = sorted(set(expected) - present)
         if missing:
@@ -131,6 +124,32 @@ def verify_lfw(images: str | Path, manifest: str | Path | None = None) -> dict:
     if problems:
         raise DatasetError(f"LFW at {images} is incomplete or corrupt: " + "; ".join(problems))
     return {"images": len(files), "people": len(people), "checksums_verified": checked}
+
+
+def read_checksum_manifest(path: str | Path) -> dict[str, tuple[str, int]]:
+    """``path<TAB>sha256<TAB>bytes`` lines after a ``path sha256 bytes`` header -> ``{path: (sha256, bytes)}``;
+    a malformed line is a DatasetError naming the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checksum manifest {path} does not exist")
+    expected: dict[str, tuple[str, int]] = {}
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().split()
+        if header[:2] != ["path", "sha256"]:
+            raise DatasetError(f"{path} line 1: expected a 'path sha256 bytes' header")
+        for lineno, line in enumerate(handle, start=2):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 3:
+                raise DatasetError(f"{path} line {lineno}: expected 3 tab-separated fields "
+                                   f"(path, sha256, bytes), got {len(fields)}")
+            rel, digest, size = fields
+            if len(digest) != 64 or not size.isdigit():
+                raise DatasetError(f"{path} line {lineno}: expected a 64-digit sha256 and a byte count, "
+                                   f"got {digest!r} and {size!r}")
+            expected[rel] = (digest.lower(), int(size))
+    return expected
 
 
 def _sha256(path: Path) -> str:

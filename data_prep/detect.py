@@ -9,6 +9,12 @@ Images larger than ``max_side`` are downscaled for detection only (area interpol
 results mapped back to full resolution, so a 12-megapixel photo costs about as much as a small
 one. MTCNN batches only equal-sized images; a batch is split into groups of equal shape, in a
 deterministic order, so the same batch always gives bit-identical detections.
+
+Images MTCNN cannot search are answered, not crashed on: an image whose shorter side (after the
+downscale) is below ``min_face_size`` has no pyramid level at all, so it gets no faces and a
+``note`` saying why; if MTCNN still fails on a group, each image of it is retried alone and an
+image that fails alone gets no faces and the error as its note, so one odd image never stops a
+run of thousands.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
     landmarks: np.ndarray
+    note: str = ""  # why the image could not be searched (too small, detector failure), else ""
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
     @staticmethod
-    def empty() -> "Detections":
-        return Detections(np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, 5, 2)))
+    def empty(note: str = "") -> "Detections":
+        return Detections(np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, 5, 2)), note)
 
 
 def choose_face(
@@ -87,6 +94,7 @@ class FaceDetector:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.max_side = int(max_side)
+        self.min_face_size = int(min_face_size)
         self.mtcnn = MTCNN(
             keep_all=True,
             min_face_size=int(min_face_size),
@@ -97,36 +105,78 @@ class FaceDetector:
         )
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Downscale for detection if needed -> (image, per-axis factor back to full size)."""
+        """Downscale for detection if needed -> (image, per-axis factor back to full size).
+
+        The longer side goes down to ``max_side``, but never the shorter one below
+        ``min_face_size`` (a 30x2000 strip stays searchable)."""
         height, width = image.shape[:2]
-        longest = max(height, width)
+        longest, shortest = max(height, width), min(height, width)
         if longest <= self.max_side:
             return image, np.ones(2)
-        factor = self.max_side / longest
+        factor = max(self.max_side / longest, min(1.0, self.min_face_size / shortest))
+        if factor >= 1.0:
+            return image, np.ones(2)
         size = (max(int(round(width * factor)), 1), max(int(round(height * factor)), 1))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         return small, np.array([width / size[0], height / size[1]])
+
+    def too_small(self, shape: tuple[int, ...]) -> str:
+        """Why MTCNN cannot search an image of ``shape`` (after the downscale), or ``""``.
+
+        Its pyramid starts at scale 12 / min_face_size and needs the shorter side at >= 12 px
+        there, so an image whose shorter side is below ``min_face_size`` has no level at all.
+        """
+        height, width = shape[:2]
+        if min(height, width) < self.min_face_size:
+            return (f"{width}x{height} image is smaller than the detector's minimum face size "
+                    f"({self.min_face_size} px)")
+        return ""
+
+    def _detect_group(self, batch: np.ndarray) -> list[tuple | Exception]:
+        """MTCNN on equal-sized images -> per image ``(boxes, probs, points)`` (``None``s when no
+        face) or the exception it raised; after a failure of the batch each image is run alone."""
+        try:
+            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+            return list(zip(boxes, probs, points))
+        except (RuntimeError, IndexError, ValueError):
+            alone: list[tuple | Exception] = []
+            for image in batch:
+                try:
+                    boxes, probs, points = self.mtcnn.detect(image[None], landmarks=True)
+                    alone.append((boxes[0], probs[0], points[0]))
+                except (RuntimeError, IndexError, ValueError) as err:
+                    alone.append(err)
+            return alone
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in RGB uint8 images ``[H, W, 3]`` (any sizes) -> one Detections each."""
         prepared = [self._prepare(image) for image in images]
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (small, _) in enumerate(prepared):
-            groups.setdefault(small.shape[:2], []).append(i)
         results: list[Detections | None] = [None] * len(images)
+        for i, (small, _) in enumerate(prepared):
+            note = self.too_small(small.shape) if small.shape[:2] == images[i].shape[:2] else \
+                self.too_small(small.shape).replace("image is", f"image (downscaled from "
+                                                    f"{images[i].shape[1]}x{images[i].shape[0]}) is")
+            if note:
+                results[i] = Detections.empty(note)
+            else:
+                groups.setdefault(small.shape[:2], []).append(i)
         for shape in sorted(groups):
             members = groups[shape]
             batch = np.stack([prepared[i][0] for i in members])
-            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
-            for j, i in enumerate(members):
+            for i, out in zip(members, self._detect_group(batch)):
+                if isinstance(out, Exception):
+                    results[i] = Detections.empty(f"MTCNN failed on this image: {type(out).__name__}: {out}")
+                    continue
+                boxes, probs, points = out
                 factor = prepared[i][1]
-                if boxes[j] is None:
+                if boxes is None:
                     results[i] = Detections.empty()
                     continue
                 # pixel-centre convention of cv2.resize: x_full = (x_small + 0.5) * f - 0.5
                 results[i] = Detections(
-                    boxes=(np.asarray(boxes[j], dtype=np.float64) + 0.5) * np.tile(factor, 2) - 0.5,
-                    scores=np.asarray(probs[j], dtype=np.float64),
-                    landmarks=(np.asarray(points[j], dtype=np.float64) + 0.5) * factor - 0.5,
+                    boxes=(np.asarray(boxes, dtype=np.float64) + 0.5) * np.tile(factor, 2) - 0.5,
+                    scores=np.asarray(probs, dtype=np.float64),
+                    landmarks=(np.asarray(points, dtype=np.float64) + 0.5) * factor - 0.5,
                 )
         return [r if r is not None else Detections.empty() for r in results]

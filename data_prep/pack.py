@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.prepare import read_manifest
+from faceverify.config import ConfigError, check_range
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.data.packed import write_packed
 
@@ -26,6 +27,11 @@ class PackConfig:
     size: str = ""  # "HxW" to resize (e.g. 56x48 for the CPU profile); "" keeps the crop size
     workers: int = 4
 
+    def __post_init__(self) -> None:
+        check_range("min_images", self.min_images, 0)
+        check_range("workers", self.workers, 0)
+        parse_size(self.size)
+
 
 def parse_size(text: str) -> tuple[int, int] | None:
     if not text:
@@ -33,9 +39,9 @@ def parse_size(text: str) -> tuple[int, int] | None:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"size must look like HxW (e.g. 112x96), got {text!r}") from None
+        raise ConfigError(f"size must look like HxW (e.g. 112x96), got {text!r}") from None
     if height <= 0 or width <= 0:
-        raise ValueError(f"size must be positive, got {text!r}")
+        raise ConfigError(f"size must be positive, got {text!r}")
     return height, width
 
 
@@ -101,9 +107,13 @@ def pack_aligned(
 ) -> dict:
     """Pack ``aligned`` into ``out``; returns the meta record."""
     config = config or PackConfig()
-    aligned = Path(aligned)
+    aligned, out = Path(aligned), Path(out)
     if not aligned.is_dir():
         raise FileNotFoundError(f"aligned folder {aligned} does not exist")
+    source, target = aligned.resolve(), out.resolve()
+    if source == target or source in target.parents or target in source.parents:
+        raise ValueError(f"OUT {out} and the aligned folder {aligned} must be separate (neither inside the "
+                         "other): the pack would be written among the crops")
     selected, record = select_images(aligned, config, identities)
     if not selected:
         raise ValueError(

@@ -15,6 +15,17 @@ is written atomically (temporary file + rename) before its row is appended to
 that was cut short is detected again as a whole, so MTCNN sees the same batch composition and
 the outputs equal those of an uninterrupted run, bit for bit.
 
+Safety and resume checks, all made before anything is written:
+
+* DST may not be SRC, nor lie inside it, nor contain it (the crops would overwrite or mix with
+  the photos);
+* the settings that change the crops (``RESULT_SETTINGS``: template, scale, policy, thresholds,
+  ...; the landmarks file by its SHA-256) are recorded in ``DST/.align_run.json``; re-running
+  into DST with other values refuses, naming each ``key: old -> new`` (``restart=True`` /
+  ``--restart`` moves the old DST aside and starts over);
+* each source's size and modification time are recorded with its row; a source that changed
+  since is aligned again, and the crops of sources no longer under SRC are removed.
+
 Failures: with ``on_fail=center`` the images without a face are aligned, after all detections,
 with the mean landmarks (relative to image size) of every detected face of the same run, and
 recorded as ``fallback``; with ``skip`` they stay ``no_face`` and get no crop. A landmarks file
@@ -24,6 +35,8 @@ recorded as ``fallback``; with ``skip`` they stay ``no_face`` and get no crop. A
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import json
 import os
 import time
@@ -40,17 +53,23 @@ from tqdm import tqdm
 
 from data_prep.align import Template, alignment_residual, get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
-from faceverify.config import to_dict
+from faceverify.config import ConfigError, changed_keys, check_device, check_range, to_dict
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
+from faceverify.io import atomic_write, check_writable_dir, move_aside, write_bytes, write_json
 
 STATUSES = ("ok", "fallback", "no_face", "unreadable")
 LANDMARK_COLUMNS = [f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")]
 MANIFEST_COLUMNS = [
     "src", "dst", "identity", "status", "reason", "score", "n_faces",
-    *LANDMARK_COLUMNS, "width", "height", "residual",
+    *LANDMARK_COLUMNS, "width", "height", "residual", "src_bytes", "src_mtime_ns",
 ]
 JOURNAL = ".journal.csv"
+RUN_FILE = ".align_run.json"
+# AlignConfig keys whose values change the crops; the others (device, batch_size, workers, limit)
+# change only speed or how much is done, and may differ between runs into the same DST.
+RESULT_SETTINGS = ("template", "scale", "on_fail", "landmarks_for", "policy", "ext", "thresholds",
+                   "min_face_size", "max_side")
 
 
 @dataclass
@@ -73,6 +92,17 @@ class AlignConfig:
     max_side: int = 1024  # larger photos are downscaled for detection only
     limit: int = 0  # process only the first N sources (sorted); 0 = all
 
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        check_range("scale", self.scale, 0, strict_min=True)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("workers", self.workers, 0)
+        check_range("min_face_size", self.min_face_size, 1)
+        check_range("max_side", self.max_side, 12)
+        check_range("limit", self.limit, 0)
+        if len(self.thresholds) != 3 or not all(0 < t <= 1 for t in self.thresholds):
+            raise ConfigError(f"thresholds must be three MTCNN stage thresholds in (0, 1], got {self.thresholds}")
+
     def resolved_on_fail(self) -> str:
         if self.on_fail != "default":
             return self.on_fail
@@ -84,6 +114,16 @@ class Source:
     rel: str  # path relative to SRC, forward slashes
     identity: str
     dst_rel: str
+    unusable: str = ""  # why this file cannot be aligned at all (e.g. a line break in its name)
+
+    def fingerprint(self, src: Path) -> tuple[str, str]:
+        """(size in bytes, modification time in ns) of the source file: cheap, and changes when
+        the file is replaced."""
+        try:
+            info = os.stat(src / self.rel)
+        except OSError:
+            return "", ""
+        return str(info.st_size), str(info.st_mtime_ns)
 
 
 class AlignmentError(ValueError):
@@ -96,16 +136,27 @@ def list_sources(src: Path, ext: str) -> tuple[list[Source], dict]:
         raise AlignmentError(f"source folder {src} does not exist")
     sources: list[Source] = []
     ignored: list[str] = []
+    unusable: list[str] = []
     empty_identities: list[str] = []
     taken: set[str] = set()
     for identity in sorted(os.listdir(src)):
         folder = src / identity
         if identity.startswith("."):
             continue
+        if _dangling(folder):
+            unusable.append(f"{identity}: {_dangling(folder)}")
+            continue
         if not folder.is_dir():
             ignored.append(identity)
             continue
-        files = sorted(f for f in os.listdir(folder) if not f.startswith(".") and (folder / f).is_file())
+        files = []
+        for f in sorted(os.listdir(folder)):
+            if f.startswith("."):
+                continue
+            if _dangling(folder / f):
+                unusable.append(f"{identity}/{f}: {_dangling(folder / f)}")
+            elif (folder / f).is_file():
+                files.append(f)
         images = [f for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
         ignored += [f"{identity}/{f}" for f in files if f not in images]
         if not images:
@@ -116,13 +167,76 @@ def list_sources(src: Path, ext: str) -> tuple[list[Source], dict]:
             if dst_rel in taken:  # a.jpg and a.png in one folder: keep both, distinctly named
                 dst_rel = f"{identity}/{stem}_{original_ext.lstrip('.').lower()}.{ext}"
             taken.add(dst_rel)
-            sources.append(Source(f"{identity}/{name}", identity, dst_rel))
+            rel = f"{identity}/{name}"
+            # crops are listed one per line in packs' paths.txt: a line break cannot be kept
+            bad_name = "file name contains a line break; rename it" if "\n" in rel or "\r" in rel else ""
+            sources.append(Source(rel, identity, dst_rel, bad_name))
     if not sources:
         raise AlignmentError(
             f"no images found under {src}; expected {src}/<identity>/<image> with one of "
             f"{', '.join(IMAGE_EXTENSIONS)}"
         )
-    return sources, {"ignored_files": ignored, "empty_identity_folders": empty_identities}
+    return sources, {"ignored_files": ignored, "empty_identity_folders": empty_identities,
+                     "unusable_entries": unusable}
+
+
+def _dangling(path: Path) -> str:
+    """Why a symbolic link leads nowhere (a loop, a missing target), or ``""``."""
+    if not os.path.islink(path):
+        return ""
+    try:
+        os.stat(path)
+    except OSError as err:
+        return "symbolic link loop" if err.errno == errno.ELOOP else f"broken symbolic link ({err.strerror})"
+    return ""
+
+
+def check_separate(src: Path, dst: Path) -> None:
+    """Refuse a DST that is SRC, lies inside SRC, or contains it (before anything is written)."""
+    source, target = src.resolve(), dst.resolve()
+    if source == target:
+        raise AlignmentError(f"DST {dst} is the source folder itself: the crops would overwrite the photos; "
+                             "choose another DST")
+    if source in target.parents:
+        raise AlignmentError(f"DST {dst} lies inside the source folder {src}: the crops would mix with the "
+                             "photos; choose a DST outside it")
+    if target in source.parents:
+        raise AlignmentError(f"the source folder {src} lies inside DST {dst}: the crops would be written "
+                             "among the photos; choose a DST outside it")
+
+
+def result_settings(config: AlignConfig) -> dict:
+    """The recorded settings that decide the crops (see ``RESULT_SETTINGS``)."""
+    values = to_dict(config)
+    settings = {key: values[key] for key in RESULT_SETTINGS if key in values}
+    settings["on_fail"] = config.resolved_on_fail()
+    if config.landmarks_file:
+        settings["landmarks_sha256"] = hashlib.sha256(Path(config.landmarks_file).read_bytes()).hexdigest()
+    else:
+        settings["landmarks_sha256"] = ""
+    return settings
+
+
+def check_settings(dst: Path, settings: dict) -> None:
+    """Refuse to continue a run in ``dst`` that was made with other crop-deciding settings."""
+    run_file = dst / RUN_FILE
+    recorded: dict | None = None
+    if run_file.is_file():
+        recorded = json.loads(run_file.read_text(encoding="utf-8")).get("settings")
+    elif (dst / "summary.json").is_file():  # a DST written before settings were recorded
+        old = json.loads((dst / "summary.json").read_text(encoding="utf-8")).get("config", {})
+        recorded = {key: old[key] for key in settings if key in old}
+        recorded["on_fail"] = old.get("on_fail") if old.get("on_fail") not in (None, "default") else \
+            ("skip" if old.get("purpose") == "train" else "center")
+    if recorded is None:
+        return
+    problems = changed_keys(recorded, {k: v for k, v in settings.items() if k in recorded})
+    if problems:
+        raise AlignmentError(
+            f"{dst} holds crops made with other settings, so this run cannot continue it:\n  "
+            + "\n  ".join(problems) + "\nRe-run with the old settings, choose another DST, or add --restart "
+            f"(Python: restart=True) to move {dst} aside to {dst}.old-<time> and start over."
+        )
 
 
 def read_landmarks_file(path: str | Path) -> dict[str, np.ndarray]:
@@ -174,11 +288,7 @@ def _write_image_atomic(path: Path, rgb: np.ndarray, ext: str) -> None:
     ok, encoded = cv2.imencode(f".{ext}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise OSError(f"could not encode {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(encoded.tobytes())
-    os.replace(tmp, path)
+    write_bytes(path, encoded.tobytes())
 
 
 class Journal:
@@ -201,16 +311,17 @@ class Journal:
                             row = dict(zip(MANIFEST_COLUMNS, fields))
                             self.rows[row["src"]] = row
         # rewrite a clean journal so a torn line never sits in the middle of the file
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        self.rewrite()
+        self._handle = open(path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._handle)
+
+    def rewrite(self) -> None:
+        with atomic_write(self.path, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(MANIFEST_COLUMNS + ["crc"])
             for row in self.rows.values():
                 fields = [row[c] for c in MANIFEST_COLUMNS]
                 writer.writerow(fields + [self._crc(fields)])
-        os.replace(tmp, path)
-        self._handle = open(path, "a", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._handle)
 
     @staticmethod
     def _crc(fields: list[str]) -> str:
@@ -222,12 +333,20 @@ class Journal:
         self._handle.flush()
         self.rows[row["src"]] = row
 
+    def rewrite_open(self) -> None:
+        """Rewrite the journal from ``rows`` while it is open for appending (after rows were dropped)."""
+        self._handle.close()
+        self.rewrite()
+        self._handle = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._handle)
+
     def close(self) -> None:
         self._handle.close()
 
 
-def _done(row: dict[str, str] | None, dst: Path) -> bool:
-    if row is None:
+def _done(row: dict[str, str] | None, dst: Path, fingerprint: tuple[str, str]) -> bool:
+    """Whether ``row`` records this very source file (same size and time) as finished."""
+    if row is None or (row["src_bytes"], row["src_mtime_ns"]) != fingerprint:
         return False
     if row["status"] in ("ok", "fallback"):
         return (dst / row["dst"]).is_file()
@@ -239,11 +358,14 @@ def _batches(items: list[Source], size: int) -> Iterator[list[Source]]:
         yield items[start : start + size]
 
 
-def _decode(path: Path) -> np.ndarray | UnreadableImageError:
+def _decode(path: Path, unusable: str = "") -> np.ndarray | UnreadableImageError:
+    if unusable:
+        return UnreadableImageError(path, unusable)
     try:
         return read_rgb(path)
-    except UnreadableImageError as err:
-        return err
+    except (UnreadableImageError, FileNotFoundError) as err:
+        # a file deleted since the listing is recorded like any other unreadable one
+        return err if isinstance(err, UnreadableImageError) else UnreadableImageError(path, "file vanished")
 
 
 def align_tree(
@@ -253,16 +375,20 @@ def align_tree(
     detector: FaceDetector | None = None,
     progress: bool = True,
     only: set[str] | None = None,
+    restart: bool = False,
 ) -> dict:
     """Align every image under ``src`` into ``dst``; returns the summary (also ``summary.json``).
 
     ``only`` restricts the run to those source paths (relative, e.g. ``Name/Name_0001.jpg``).
+    ``restart`` moves an existing ``dst`` aside (``dst.old-<time>``) and starts over.
     """
     config = config or AlignConfig()
     src, dst = Path(src), Path(dst)
+    check_separate(src, dst)
     template = get_template(config.template, config.scale)
     on_fail = config.resolved_on_fail()
     sources, listing = list_sources(src, config.ext)
+    listed = {s.rel for s in sources}
     if only is not None:
         missing = sorted(only - {s.rel for s in sources})
         if missing:
@@ -271,13 +397,20 @@ def align_tree(
     if config.limit:
         sources = sources[: config.limit]
     supplied = read_landmarks_file(config.landmarks_file) if config.landmarks_file else {}
+    settings = result_settings(config)
+    check_writable_dir(dst, "DST")
+    moved = move_aside(dst) if restart and dst.exists() else None
+    check_settings(dst, settings)
     dst.mkdir(parents=True, exist_ok=True)
+    write_json(dst / RUN_FILE, {"settings": settings, "src": str(src.resolve())})
     journal = Journal(dst / JOURNAL)
+    removed = _remove_gone(journal, listed, dst)
+    fingerprints = {s.rel: s.fingerprint(src) for s in sources}
     started = time.perf_counter()
     processed = 0
     try:
         pending = [b for b in _batches(sources, config.batch_size)
-                   if not all(_done(journal.rows.get(s.rel), dst) for s in b)]
+                   if not all(_done(journal.rows.get(s.rel), dst, fingerprints[s.rel]) for s in b)]
         if pending:
             detector = detector or FaceDetector(
                 config.device, config.thresholds, config.min_face_size, config.max_side
@@ -290,7 +423,7 @@ def align_tree(
 
             def prefetch(index: int) -> None:
                 if index < len(pending) and index not in decoded:
-                    decoded[index] = [pool.submit(_decode, src / s.rel) for s in pending[index]]
+                    decoded[index] = [pool.submit(_decode, src / s.rel, s.unusable) for s in pending[index]]
 
             writes: list[Future] = []
             for index, batch in enumerate(pending):
@@ -302,10 +435,11 @@ def align_tree(
                 detections = detector.detect([images[i] for i in readable]) if readable else []
                 found = dict(zip(readable, detections))
                 for i, source in enumerate(batch):
-                    if _done(journal.rows.get(source.rel), dst):
+                    if _done(journal.rows.get(source.rel), dst, fingerprints[source.rel]):
                         continue  # finished before an interruption; identical if redone
                     writes.append(pool.submit(
-                        _finish_one, source, images[i], found.get(i), supplied, config, template, dst
+                        _finish_one, source, images[i], found.get(i), supplied, config, template, dst,
+                        fingerprints[source.rel]
                     ))
                 # drain finished writes in order, keeping the journal close behind the detector
                 while writes and (writes[0].done() or len(writes) > 4 * config.batch_size):
@@ -322,6 +456,9 @@ def align_tree(
         journal.close()
     rows = [journal.rows[s.rel] for s in sources]
     _write_manifest(dst / "manifest.csv", rows)
+    listing["removed_crops_of_vanished_sources"] = removed
+    if moved is not None:
+        listing["previous_run_moved_to"] = str(moved)
     counts = Counter(r["status"] for r in rows)
     residuals = [float(r["residual"]) for r in rows if r["status"] == "ok" and r["residual"] not in ("", "nan")]
     summary = {
@@ -338,10 +475,20 @@ def align_tree(
         **listing,
         "config": to_dict(config),
     }
-    tmp = dst / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, dst / "summary.json")
+    write_json(dst / "summary.json", summary)
     return summary
+
+
+def _remove_gone(journal: Journal, listed: set[str], dst: Path) -> int:
+    """Forget the rows of sources no longer under SRC and delete their crops; returns how many."""
+    gone = [rel for rel in journal.rows if rel not in listed]
+    for rel in gone:
+        row = journal.rows.pop(rel)
+        if row["dst"]:
+            (dst / row["dst"]).unlink(missing_ok=True)
+    if gone:
+        journal.rewrite_open()
+    return len(gone)
 
 
 def _finish_one(
@@ -352,8 +499,20 @@ def _finish_one(
     config: AlignConfig,
     template: Template,
     dst: Path,
+    fingerprint: tuple[str, str],
 ) -> dict[str, str]:
-    """Choose the face, warp, write; return the manifest row (runs in a worker thread)."""
+    """Choose the face, warp, write; return the manifest row (runs in a worker thread).
+
+    A source that gets no crop this time loses any crop an earlier run made of an older version
+    of it, so DST never holds a crop the manifest does not vouch for."""
+    row = _align_one(source, image, detections, supplied, config, template, dst)
+    row["src_bytes"], row["src_mtime_ns"] = fingerprint
+    if not row["dst"]:
+        (dst / source.dst_rel).unlink(missing_ok=True)
+    return row
+
+
+def _align_one(source, image, detections, supplied, config, template, dst) -> dict[str, str]:
     if isinstance(image, UnreadableImageError):
         return _row(source, "unreadable", image.reason)
     height, width = image.shape[:2]
@@ -368,7 +527,8 @@ def _finish_one(
         if given is not None:
             return _warp_row(source, image, given, template, dst, config.ext, "fallback",
                              "no face detected; supplied landmarks", score="", n_faces=0, **size)
-        return _row(source, "no_face", "no face detected", n_faces=0, **size)
+        reason = detections.note if detections is not None and detections.note else "no face detected"
+        return _row(source, "no_face", reason, n_faces=0, **size)
     return _warp_row(source, image, detections.landmarks[chosen], template, dst, config.ext, "ok",
                      "" if n_faces == 1 else f"{n_faces} faces; chose by {config.policy}",
                      score=float(detections.scores[chosen]), n_faces=n_faces, **size)
@@ -411,8 +571,10 @@ def _apply_fallback(sources, journal: Journal, on_fail: str, template: Template,
                 and row["reason"] == reason and (dst / row["dst"]).is_file():
             continue  # already done with the same mean
         image = read_rgb(src / source.rel)
-        journal.append(_warp_row(source, image, landmarks, template, dst, config.ext, "fallback", reason,
-                                 score="", n_faces=0, width=int(width), height=int(height)))
+        fallback_row = _warp_row(source, image, landmarks, template, dst, config.ext, "fallback", reason,
+                                 score="", n_faces=0, width=int(width), height=int(height))
+        fallback_row["src_bytes"], fallback_row["src_mtime_ns"] = row["src_bytes"], row["src_mtime_ns"]
+        journal.append(fallback_row)
         applied += 1
     return {
         "applied_this_run": applied,
@@ -423,16 +585,36 @@ def _apply_fallback(sources, journal: Journal, on_fail: str, template: Template,
 
 
 def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         for row in sorted(rows, key=lambda r: r["src"]):
             writer.writerow(row)
-    os.replace(tmp, path)
+
+
+MANIFEST_REQUIRED = ("src", "dst", "identity", "status")
 
 
 def read_manifest(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a ``manifest.csv`` written by :func:`align_tree`."""
+    """Rows of a ``manifest.csv`` written by :func:`align_tree`.
+
+    Raises:
+        AlignmentError: a missing column or a row with the wrong number of fields; the message
+            names the file and the line.
+    """
+    path = Path(path)
     with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise AlignmentError(f"{path} line 1: empty manifest, expected a header")
+        missing = [c for c in MANIFEST_REQUIRED if c not in header]
+        if missing:
+            raise AlignmentError(f"{path} line 1: manifest header lacks {', '.join(missing)}")
+        rows = []
+        for fields in reader:
+            if len(fields) != len(header):
+                raise AlignmentError(f"{path} line {reader.line_num}: expected {len(header)} fields, "
+                                     f"got {len(fields)}")
+            rows.append(dict(zip(header, fields)))
+        return rows

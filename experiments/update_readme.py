@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from faceverify.io import write_text
 from faceverify.results import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +175,7 @@ def main() -> None:
     body = "\n".join(s for s in (section() for section in SECTIONS) if s)
     before, rest = text.split(START, 1)
     _, after = rest.split(END, 1)
-    readme.write_text(f"{before}{START}\n{body or '(no results recorded yet)'}\n{END}{after}", encoding="utf-8")
+    write_text(readme, f"{before}{START}\n{body or '(no results recorded yet)'}\n{END}{after}")
     print(f"updated {readme}")
 
 

@@ -8,18 +8,30 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from faceverify.config import ConfigError, load_config, merge
+from faceverify.config import ConfigError, dump_yaml, load_config, merge, tagged_dict
 
 
-def _parse_folds(text: str | None) -> list[int] | None:
+class UsageError(ValueError):
+    """A command-line mistake; reported in one line with exit status 2, like every input error."""
+
+
+def _parse_folds(text: str | None, n_folds: int) -> list[int] | None:
+    """``"1,2,3"`` -> ``[1, 2, 3]`` (1-based), each fold of the pairs file, none twice."""
     if not text:
         return None
     try:
-        folds = [int(x) - 1 for x in text.split(",") if x.strip()]
+        folds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"--folds expects comma-separated fold numbers 1..10, got {text!r}") from None
-    if not folds or min(folds) < 0:
-        raise SystemExit(f"--folds expects fold numbers starting at 1, got {text!r}")
+        raise UsageError(f"--folds expects comma-separated fold numbers 1..{n_folds}, got {text!r}") from None
+    if not folds:
+        raise UsageError(f"--folds expects fold numbers 1..{n_folds}, got {text!r}")
+    outside = [f for f in folds if not 1 <= f <= n_folds]
+    if outside:
+        raise UsageError(f"--folds {text}: fold(s) {', '.join(map(str, outside))} do not exist; "
+                         f"the pairs file has folds 1..{n_folds}")
+    repeated = sorted({f for f in folds if folds.count(f) > 1})
+    if repeated:
+        raise UsageError(f"--folds {text}: fold(s) {', '.join(map(str, repeated))} given more than once")
     return folds
 
 
@@ -41,6 +53,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", type=Path, nargs="?", help="YAML with TrainConfig changes")
     p.add_argument("overrides", nargs="*", help="key=value overrides of TrainConfig")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (YAML that loads back to it) and exit without training")
+    p.add_argument("--restart", action="store_true",
+                   help="move an existing run in OUT aside (to OUT.old-<time>, nothing is deleted) and start over")
     p.set_defaults(func=_run_train)
 
 
@@ -53,7 +69,10 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides.insert(0, str(args.config))  # only overrides were given
         args.config = None
     config = load_config(TrainConfig, args.config, overrides)
-    result = train(config)
+    if args.print_config:
+        print(dump_yaml(tagged_dict(config)), end="")
+        return 0
+    result = train(config, restart=args.restart)
     state = "stopped by signal; re-run the same command to resume" if result.stopped_by_signal else "finished"
     print(f"{state} at step {result.step} ({result.images_per_second:.0f} images/s); outputs in {result.out_dir}")
     return 0
@@ -69,14 +88,19 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("spec", type=Path)
     p.add_argument("overrides", nargs="*", help="key=value overrides of the spec, e.g. folds=[1]")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved spec and every arm's resolved loss and optimiser settings, then exit")
     p.set_defaults(func=_run_ablate)
 
 
 def _run_ablate(args: argparse.Namespace) -> int:
     from faceverify.ablation.runner import run_ablation
-    from faceverify.ablation.spec import load_spec
+    from faceverify.ablation.spec import load_spec, resolved_arms
 
     spec = load_spec(args.spec, args.overrides)
+    if args.print_config:
+        print(dump_yaml({"spec": tagged_dict(spec), "resolved_arms": resolved_arms(spec)}), end="")
+        return 0
     csv_path = run_ablation(spec)
     print(f"results: {csv_path} and {csv_path.with_suffix('.md')}")
     return 0
@@ -102,6 +126,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from faceverify.demo import run_demo
 
+    if not 1 <= args.fold <= 10:
+        raise UsageError(f"--fold {args.fold}: held-out folds are 1..10")
+    if args.max_iters < 0:
+        raise UsageError(f"--max-iters must be >= 0 (0 = the profile's), got {args.max_iters}")
+
     run_demo(args.lfw, args.out, args.fold, args.profile, args.download_to, args.record, args.max_iters)
     return 0
 
@@ -124,7 +153,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip", choices=["none", "concat", "sum"])
     p.add_argument("--pca", type=int, help="PCA dimension fitted per fold on the training folds")
     p.add_argument("--subtract-mean", action="store_true", default=None, help="subtract the training folds' mean")
-    p.add_argument("--folds", help="evaluate only these folds, e.g. 1,2,3")
+    p.add_argument("--folds", help="report only these held-out folds, e.g. 1,2,3 (each fold's threshold "
+                   "still comes from all the other folds of the file)")
     p.add_argument("--device", default=None, help="with --checkpoint: cpu, cuda, cuda:1 ...")
     p.add_argument("--config", type=Path, help="YAML with EvalConfig changes")
     p.add_argument("overrides", nargs="*", help="key=value overrides of EvalConfig")
@@ -143,14 +173,14 @@ def _run_eval(args: argparse.Namespace) -> int:
     config = merge(config, flags)
     pairs_path = args.pairs or lfw_protocol_dir() / "pairs.txt"
     pairs = read_pairs(pairs_path)
-    folds = _parse_folds(args.folds)
+    folds = _parse_folds(args.folds, pairs.n_folds)
     if folds is not None:
-        pairs = pairs.subset(folds)
+        config = merge(config, {"folds": folds})
     if args.checkpoint is not None:
         from faceverify.training.evaluate import evaluate_checkpoint
 
         if args.lfw is None:
-            raise SystemExit("--checkpoint needs --lfw ALIGNED_LFW_DIR")
+            raise UsageError("--checkpoint needs --lfw ALIGNED_LFW_DIR")
         metrics = evaluate_checkpoint(
             args.checkpoint, args.lfw, pairs_path, args.out, config, device=args.device, pairs=pairs
         )
@@ -172,7 +202,8 @@ def _add_baseline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lfw", type=Path, help="LFW image tree (default $FACEVERIFY_DATA/lfw/lfw-deepfunneled)")
     p.add_argument("--pairs", type=Path, help="pairs file (default $FACEVERIFY_DATA/lfw/pairs.txt)")
     p.add_argument("--out", type=Path, required=True, help="EMB.npz to write")
-    p.add_argument("--folds", help="only the images of these folds, e.g. 1 (a quick subset)")
+    p.add_argument("--folds", help="only the images of these folds, e.g. 1,2 (a quick subset; with --eval-out "
+                   "the protocol then runs within these folds)")
     p.add_argument("--eval-out", type=Path, help="also evaluate (flip=none, cosine) into this folder")
     p.set_defaults(func=_run_baseline)
 
@@ -185,9 +216,9 @@ def _run_baseline(args: argparse.Namespace) -> int:
     lfw = lfw_images_dir(args.lfw)
     pairs_path = args.pairs or lfw_protocol_dir() / "pairs.txt"
     pairs = read_pairs(pairs_path)
-    folds = _parse_folds(args.folds)
+    folds = _parse_folds(args.folds, pairs.n_folds)
     if folds is not None:
-        pairs = pairs.subset(folds)
+        pairs = pairs.subset([f - 1 for f in folds])
     paths = resolve_image_paths(lfw, pairs.keys)
     relpaths = [str(paths[k].relative_to(lfw)) for k in pairs.keys]
     summary = embed_lfw_with_dlib(lfw, relpaths, args.out)
@@ -229,6 +260,8 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ext", choices=["png", "jpg"])
     p.add_argument("--min-face-size", type=int)
     p.add_argument("--limit", type=int, help="only the first N images (sorted)")
+    p.add_argument("--restart", action="store_true",
+                   help="move an existing DST aside (to DST.old-<time>, nothing is deleted) and start over")
     p.add_argument("--config", type=Path, help="YAML with AlignConfig changes")
     p.add_argument("overrides", nargs="*", help="key=value overrides of AlignConfig")
     p.set_defaults(func=_run_align)
@@ -245,7 +278,7 @@ def _run_align(args: argparse.Namespace) -> int:
         "min_face_size": args.min_face_size, "limit": args.limit,
     }
     config = merge(config, {k: v for k, v in flags.items() if v is not None})
-    summary = align_tree(args.src, args.dst, config)
+    summary = align_tree(args.src, args.dst, config, restart=args.restart)
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
     speed = summary["images_per_second"]
     print(f"aligned {summary['sources']} images: {counts}"
@@ -298,7 +331,7 @@ def _run_lfw(args: argparse.Namespace) -> int:
 
     if args.action == "download":
         if args.path is None:
-            raise SystemExit("faceverify lfw download needs a target folder")
+            raise UsageError("faceverify lfw download needs a target folder")
         location = download_lfw(args.path, funneled=not args.original)
     else:
         location = locate_lfw(args.path)
@@ -318,11 +351,11 @@ def _add_casia_overlap(sub: argparse._SubParsersAction) -> None:
 def _run_casia_overlap(args: argparse.Namespace) -> int:
     from data_prep.datasets import casia_lfw_overlap, lfw_people_names
     from faceverify.data.locate import lfw_protocol_dir
+    from faceverify.io import write_text
 
     people = args.lfw_people or lfw_protocol_dir() / "people.txt"
     overlap = casia_lfw_overlap(args.names, lfw_people_names(people))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(f"{i}\n" for i in overlap), encoding="utf-8")
+    write_text(args.out, "".join(f"{i}\n" for i in overlap))
     print(f"{len(overlap)} CASIA-WebFace identities also in LFW; wrote {args.out}")
     return 0
 
@@ -359,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides or []) + extra
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, FloatingPointError) as err:
+    except (ConfigError, ValueError, KeyError, FloatingPointError, OSError) as err:
+        # every input or usage error: one message naming the file or option, exit status 2
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"faceverify {args.command}: error: {message}", file=sys.stderr)
         return 2

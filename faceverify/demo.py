@@ -13,7 +13,6 @@ Everything is resumable: a second run reuses the alignment, the pack and the tra
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -22,8 +21,9 @@ import torch
 from data_prep.datasets import DatasetError, download_lfw, locate_lfw
 from data_prep.prepare import AlignConfig, align_tree
 from faceverify.ablation.runner import run_ablation
-from faceverify.ablation.spec import AblationSpec
+from faceverify.ablation.spec import AblationSpec, validate
 from faceverify.data.lfw import people_keys, read_pairs, read_people, resolve_image_paths
+from faceverify.io import write_json
 from faceverify.results import append_rows, csv_to_markdown, read_rows
 
 
@@ -51,16 +51,17 @@ def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = No
     profile = profile or ("gpu" if torch.cuda.is_available() else "cpu")
     print(f"LFW: {location.images}; held-out fold {fold}; profile {profile}")
     aligned = out / "aligned"
-    needed = demo_images(location.images, location.protocol)
-    t0 = time.perf_counter()
-    summary = align_tree(location.images, aligned, AlignConfig(purpose="eval"), only=needed)
-    align_seconds = time.perf_counter() - t0
-    print(f"aligned {summary['sources']} images ({summary['counts']})")
     spec = AblationSpec(
         name="demo", profile=profile, folds=[fold], seeds=[0], lfw_aligned=str(aligned),
         lfw_protocol=str(location.protocol), work=str(out / "work"), results=str(out),
         arms={"softmax+center": {"loss": {"terms": {"softmax": 1.0, "center": 0.003}}}}, max_iters=max_iters,
     )
+    validate(spec)  # a bad fold or setting fails now, before minutes of alignment
+    needed = demo_images(location.images, location.protocol)
+    t0 = time.perf_counter()
+    summary = align_tree(location.images, aligned, AlignConfig(purpose="eval"), only=needed)
+    align_seconds = time.perf_counter() - t0
+    print(f"aligned {summary['sources']} images ({summary['counts']})")
     csv_path = run_ablation(spec)
     row = read_rows(csv_path)[-1]
     result = {
@@ -70,7 +71,7 @@ def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = No
         "align_seconds": align_seconds, "train_seconds": float(row["train_seconds"]),
         "total_seconds": time.perf_counter() - started, "commit": row["commit"], "device": row["device"],
     }
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "result.json", result)
     print(f"\nsoftmax + center loss, trained on LFW people outside fold {fold}: held-out accuracy "
           f"{100 * result['accuracy']:.2f}% (AUC {result['auc']:.4f}) on fold {fold}'s 600 pairs; "
           f"{result['total_seconds'] / 60:.1f} min in all")

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from faceverify.io import atomic_write, write_text
 from faceverify.provenance import device_description, git_commit, utc_now
 
 
@@ -30,13 +31,11 @@ def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
         for key in row:
             if key not in columns:
                 columns.append(key)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in existing + new_rows:
             writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
-    tmp.replace(path)
     return path
 
 
@@ -72,6 +71,4 @@ def csv_to_markdown(csv_path: str | Path, md_path: str | Path, title: str, note:
     if note:
         text += note.strip() + "\n\n"
     text += markdown_table(rows, columns)
-    md_path = Path(md_path)
-    md_path.write_text(text, encoding="utf-8")
-    return md_path
+    return write_text(md_path, text)

@@ -11,10 +11,15 @@ import yaml
 
 from faceverify.config import (
     ConfigError,
+    Replace,
+    changed_keys,
     config_hash,
     differences,
+    dump_yaml,
     load_config,
+    merge_tree,
     parse_override,
+    read_yaml,
     save_config,
 )
 
@@ -72,11 +77,11 @@ def test_scientific_notation_and_ints_become_floats():
 def test_resolved_config_saved_and_differences_round_trip(tmp_path: Path):
     cfg = load_config(Demo, None, ["optim.lr=0.3", "name=x"])
     saved = save_config(cfg, tmp_path / "run" / "config.yaml")
-    data = yaml.safe_load(saved.read_text())
+    data = read_yaml(saved)
     assert data["optim"] == {"lr": 0.3, "milestones": [16000, 24000], "nesterov": False}
     assert differences(cfg) == {"optim": {"lr": 0.3}, "name": "x"}
     again = tmp_path / "again.yaml"
-    again.write_text(yaml.safe_dump(differences(cfg)))
+    again.write_text(dump_yaml(differences(cfg)))
     assert load_config(Demo, again) == cfg
     assert config_hash(cfg) == config_hash(load_config(Demo, again))
     assert config_hash(cfg) != config_hash(Demo())
@@ -84,3 +89,52 @@ def test_resolved_config_saved_and_differences_round_trip(tmp_path: Path):
 
 def test_parse_override_nests():
     assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+
+
+# ----------------------------------------------------------------------------- the one merge rule
+def test_a_dotted_override_sets_one_leaf_of_a_mapping_and_keeps_the_rest():
+    cfg = load_config(Demo, None, ["terms.center=0.003"])
+    assert cfg.terms == {"softmax": 1.0, "center": 0.003}  # the old rule dropped softmax
+
+
+def test_a_yaml_mapping_merges_key_by_key_at_every_layer(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("terms: {center: 0.003}\noptim: {lr: 0.05}\n")
+    cfg = load_config(Demo, path, ["terms={triplet: 0.5}", "optim={nesterov: true}"])
+    assert cfg.terms == {"softmax": 1.0, "center": 0.003, "triplet": 0.5}
+    assert cfg.optim == Optim(lr=0.05, nesterov=True)
+
+
+def test_replace_drops_the_mapping_below_in_files_and_overrides(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("terms: !replace {triplet: 1.0}\n")
+    assert load_config(Demo, path).terms == {"triplet": 1.0}
+    # a later leaf override into a replaced mapping keeps it replaced
+    assert load_config(Demo, path, ["terms.center=0.5"]).terms == {"triplet": 1.0, "center": 0.5}
+    assert load_config(Demo, None, ["terms=!replace {npair: 1}"]).terms == {"npair": 1.0}
+    # a replaced section starts from that section's defaults
+    assert load_config(Demo, None, ["optim.lr=0.5", "optim=!replace {nesterov: true}"]).optim == Optim(nesterov=True)
+
+
+def test_merge_tree_never_modifies_its_inputs():
+    base = {"a": {"b": 1, "c": {"d": 2}}, "t": Replace({"x": 1})}
+    changes = {"a": {"c": {"e": 3}}, "t": {"y": 2}}
+    merged = merge_tree(base, changes)
+    assert merged == {"a": {"b": 1, "c": {"d": 2, "e": 3}}, "t": {"x": 1, "y": 2}}
+    assert isinstance(merged["t"], Replace)
+    assert base == {"a": {"b": 1, "c": {"d": 2}}, "t": {"x": 1}} and changes == {"a": {"c": {"e": 3}}, "t": {"y": 2}}
+
+
+def test_a_saved_config_loads_back_unchanged_even_with_replaced_mappings(tmp_path: Path):
+    cfg = load_config(Demo, None, ["terms=!replace {triplet: 1.0}", "optim.lr=0.2"])
+    saved = save_config(cfg, tmp_path / "config.yaml")
+    assert "!replace" in saved.read_text()
+    assert load_config(Demo, saved) == cfg
+    assert not (tmp_path / ".config.yaml.tmp").exists()
+
+
+def test_changed_keys_names_old_and_new_values_and_skips_ignored():
+    old = {"optim": {"lr": 0.01, "max_iters": 60}, "log_every": 5, "terms": {"softmax": 1.0}}
+    new = {"optim": {"lr": 0.5, "max_iters": 70}, "log_every": 1, "terms": {"softmax": 1.0, "center": 0.1}}
+    assert changed_keys(old, new, ignore=("log_every", "optim.max_iters")) == [
+        "optim.lr: 0.01 -> 0.5", "terms.center: (absent) -> 0.1"]

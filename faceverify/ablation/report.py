@@ -23,6 +23,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from faceverify.ablation.geometry import projection  # noqa: E402
 from faceverify.ablation.spec import AblationSpec, Cell  # noqa: E402
 from faceverify.evaluation.report import plot_roc as plot_curves  # noqa: E402
+from faceverify.io import save_figure, write_text  # noqa: E402
 from faceverify.results import read_rows  # noqa: E402
 
 PAPER_ORDER = ("softmax", "softmax+contrastive", "softmax+center")
@@ -183,7 +184,7 @@ def plot_accuracy(labels: list[str], by_label: dict[str, list[dict[str, str]]], 
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -234,7 +235,7 @@ def plot_projection(labels: list[str], cell_dir: Path, by_label: dict[str, list[
     fig.legend(handles, names, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle("2-D PCA of held-out identities' embeddings (never trained on)", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -255,7 +256,7 @@ def plot_sweep(spec: AblationSpec, rows: list[dict[str, str]], path: Path) -> No
     ax.set_title(f"{spec.name}: mean ± std over folds and seeds", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -269,8 +270,8 @@ def write_reports(spec: AblationSpec, csv_path: Path, cell_dir: Path) -> Path:
     labels = _labels_in_order(spec, rows)
     out = csv_path.parent
     if not rows:
-        (out / f"{csv_path.stem}.md").write_text(
-            f"# Ablation `{spec.name}`\n\nNo finished cell yet; {len(diverged)} diverged.\n", encoding="utf-8")
+        write_text(out / f"{csv_path.stem}.md",
+                   f"# Ablation `{spec.name}`\n\nNo finished cell yet; {len(diverged)} diverged.\n")
         return out / f"{csv_path.stem}.md"
     stem = csv_path.stem
     commits = sorted({r["commit"] for r in rows})
@@ -311,7 +312,7 @@ def write_reports(spec: AblationSpec, csv_path: Path, cell_dir: Path) -> Path:
               f"![projection]({stem}_projection.png)"]
     if sweep:
         lines += ["", f"![sweep]({stem}_sweep.png)"]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
     title = f"{spec.name}: held-out accuracy, mean ± std over folds and seeds"
     plot_accuracy(labels, by_label, out / f"{stem}_accuracy.png", title)
     plot_roc(labels, cell_dir, by_label, out / f"{stem}_roc.png", f"{spec.name}: held-out ROC (pooled cells)")

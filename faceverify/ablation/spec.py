@@ -18,12 +18,11 @@ their losses:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from faceverify.config import from_dict, merge, parse_override, read_yaml
+from faceverify.config import from_dict, leaf, load_config, merge_tree, to_dict
 from faceverify.training.config import TrainConfig
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -100,10 +99,9 @@ class Cell:
 
 
 def load_spec(path: str | Path | None, overrides: list[str] | None = None) -> AblationSpec:
-    data = read_yaml(path) if path is not None else {}
-    spec = from_dict(AblationSpec, data)
-    for text in overrides or []:
-        spec = merge(spec, parse_override(text))
+    """The spec file with ``a.b=value`` overrides merged on by the one merge rule (an override of
+    ``arms.<arm>.<key>`` or ``base.<key>`` sets that one key and keeps everything else)."""
+    spec = load_config(AblationSpec, path, overrides)
     validate(spec)
     return spec
 
@@ -113,8 +111,12 @@ def validate(spec: AblationSpec) -> None:
         raise ValueError(f"unknown profile {spec.profile!r}; valid: {', '.join(PROFILES)}")
     if not spec.arms:
         raise ValueError(f"spec {spec.name!r} has no arms")
-    if any(not 1 <= f <= 10 for f in spec.folds) or not spec.folds:
-        raise ValueError(f"folds must be View 2 fold numbers 1..10, got {spec.folds}")
+    if any(not 1 <= f <= 10 for f in spec.folds) or not spec.folds or len(set(spec.folds)) != len(spec.folds):
+        raise ValueError(f"folds must be distinct View 2 fold numbers 1..10, got {spec.folds}")
+    if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {spec.seeds}")
+    if spec.max_iters < 0:
+        raise ValueError(f"max_iters must be >= 0 (0 = the profile's), got {spec.max_iters}")
     if spec.sweep_key:
         if spec.sweep_arm not in spec.arms:
             raise ValueError(f"sweep_arm {spec.sweep_arm!r} is not one of the arms {list(spec.arms)}")
@@ -137,30 +139,12 @@ def cells(spec: AblationSpec) -> list[Cell]:
             for c in cells_of_arm(spec, arm, seed, fold)]
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
-
-
-def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "terms":
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)  # loss.terms is replaced whole: an arm names all its terms
-    return out
-
-
 def train_config(spec: AblationSpec, cell: Cell, packed: Path, out: Path) -> TrainConfig:
     """Profile, then ``base``, then the arm, then the swept value, seed, data and output."""
-    tree = _deep_merge(PROFILES[spec.profile]["train"], spec.base)
-    tree = _deep_merge(tree, spec.arms[cell.arm])
+    tree = merge_tree(PROFILES[spec.profile]["train"], spec.base)
+    tree = merge_tree(tree, spec.arms[cell.arm])
     if cell.sweep_value is not None:
-        _set_dotted(tree, spec.sweep_key, cell.sweep_value)
+        tree = merge_tree(tree, leaf(spec.sweep_key, cell.sweep_value))
     if spec.max_iters:
         tree.setdefault("optim", {})
         scale = spec.max_iters / PROFILES[spec.profile]["train"]["optim"]["max_iters"]
@@ -177,3 +161,22 @@ def train_config(spec: AblationSpec, cell: Cell, packed: Path, out: Path) -> Tra
 def input_size(spec: AblationSpec) -> tuple[int, int]:
     height, width = (int(v) for v in PROFILES[spec.profile]["input_size"].split("x"))
     return height, width
+
+
+def resolved_arms(spec: AblationSpec) -> dict[str, dict[str, Any]]:
+    """What each arm (and swept value) trains with, fully resolved: the loss terms with the options
+    of each active term, the optimiser, the network and the batches (``ablate --print-config``)."""
+    out: dict[str, dict[str, Any]] = {}
+    fold = spec.folds[0]
+    for arm in spec.arms:
+        for cell in cells_of_arm(spec, arm, seed=spec.seeds[0] if spec.seeds else 0, fold=fold):
+            config = to_dict(train_config(spec, cell, Path("<pack>"), Path("<run>")))
+            loss = config["loss"]
+            active = {name: w for name, w in loss["terms"].items() if w != 0}
+            out[cell.label] = {
+                "loss": {"terms": active, **{name: loss[name] for name in active if name in loss}},
+                "optim": config["optim"],
+                "model": config["model"],
+                "data": {k: config["data"][k] for k in ("sampler", "batch_size", "k", "flip")},
+            }
+    return out

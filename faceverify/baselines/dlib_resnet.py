@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from faceverify.data.images import read_rgb
+from faceverify.io import atomic_write
 
 # Mean HOG detection box on LFW deep-funneled 250x250 images, as fractions of width/height
 # (left, top, right, bottom); the mean of dlib's HOG boxes on the first image of 40 LFW people.
@@ -113,15 +114,14 @@ def _load_cache(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
 
 def _save_cache(path: Path, cache: dict[str, tuple[np.ndarray, np.ndarray, bool]]) -> None:
     paths = list(cache)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        paths=np.array(paths),
-        embeddings=np.stack([cache[p][0] for p in paths]),
-        embeddings_flip=np.stack([cache[p][1] for p in paths]),
-        detected=np.array([cache[p][2] for p in paths]),
-    )
-    tmp.replace(path)
+    with atomic_write(path, "wb") as handle:
+        np.savez(
+            handle,
+            paths=np.array(paths),
+            embeddings=np.stack([cache[p][0] for p in paths]),
+            embeddings_flip=np.stack([cache[p][1] for p in paths]),
+            detected=np.array([cache[p][2] for p in paths]),
+        )
 
 
 def embed_lfw_with_dlib(

@@ -14,6 +14,7 @@ never leaves a half-written dataset behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -52,6 +53,10 @@ def write_packed(
         raise ValueError("nothing to pack: no images left after filtering")
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+    broken = [str(p) for p in paths if "\n" in str(p) or "\r" in str(p)]
+    if broken:
+        raise ValueError(f"{len(broken)} file name(s) contain a line break, which paths.txt cannot hold "
+                         f"(first: {broken[0]!r}); rename them")
     # without a target size the first image sets it (and every other image must match)
     height, width = image_size if image_size is not None else read_rgb(paths[0]).shape[:2]
     tmp = out.with_name(out.name + ".partial")
@@ -65,8 +70,9 @@ def write_packed(
         if image.shape[:2] != (height, width):
             if image_size is None:
                 raise ValueError(
-                    f"{paths[i]} is {image.shape[1]}x{image.shape[0]} but the first image is "
-                    f"{width}x{height}; pass image_size to resize"
+                    f"{paths[i]} is {image.shape[1]}x{image.shape[0]} (WxH) but the first image is "
+                    f"{width}x{height}; give a target size to resize them all (faceverify pack --size HxW, "
+                    "e.g. --size 112x96)"
                 )
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         images[i] = image
@@ -153,6 +159,20 @@ class PackedFaces(Dataset):
         if self._images is None:
             self._images = np.memmap(self.root / "images.u8", dtype=np.uint8, mode="r", shape=self.shape)
         return self._images
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of what the pack holds (shape, identities, labels, source file names), the
+        same wherever the folder lies; checkpoints record it so a resumed run trains on the same data."""
+        digest = hashlib.sha256(json.dumps([self.shape, self.meta["identities"]]).encode("utf-8"))
+        digest.update(np.ascontiguousarray(self.labels).tobytes())
+        paths = self.root / "paths.txt"
+        if paths.is_file():
+            digest.update(paths.read_bytes())
+        return digest.hexdigest()[:16]
+
+    def describe(self) -> str:
+        return f"{self.shape[0]} images of {self.num_classes} identities at {self.shape[1]}x{self.shape[2]}"
 
     @property
     def num_classes(self) -> int:

@@ -18,7 +18,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from faceverify.config import save_config
+from faceverify.config import check_range, save_config
+from faceverify.io import atomic_write, write_text
 from faceverify.data.lfw import (
     PairsProtocol,
     identity_of_key,
@@ -40,10 +41,20 @@ class EvalConfig:
     flip: Literal["none", "concat", "sum"] = "none"
     pca: int = 0  # 0 = no PCA; else the dimension, fitted per fold on the nine training folds
     subtract_mean: bool = False  # subtract the training folds' mean feature (per fold)
+    folds: list[int] = field(default_factory=list)  # 1-based held-out folds to report; [] = all
     far_targets: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
     recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     batch_size: int = 128  # network mode only
     num_workers: int = 0  # network mode only: image-decoding workers
+
+    def __post_init__(self) -> None:
+        check_range("pca", self.pca, 0)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("num_workers", self.num_workers, 0)
+        for far in self.far_targets:
+            check_range("far_targets", far, 0, 1, strict_min=True, strict_max=True)
+        for k in self.recall_ks:
+            check_range("recall_ks", k, 1)
 
 
 @dataclass
@@ -63,22 +74,47 @@ class EmbeddingSet:
             raise ValueError(
                 f"embeddings_flip {self.embeddings_flip.shape} must match embeddings {self.embeddings.shape}"
             )
-        if not np.all(np.isfinite(self.embeddings)):
-            bad = int((~np.isfinite(self.embeddings)).any(axis=1).sum())
-            raise ValueError(f"{bad} embedding row(s) contain NaN or inf")
+        for name, array in (("embeddings", self.embeddings), ("embeddings_flip", self.embeddings_flip)):
+            if array is None:
+                continue
+            if not np.issubdtype(array.dtype, np.number):
+                raise ValueError(f"{name} must be numbers, got dtype {array.dtype}")
+            bad = ~np.isfinite(array).all(axis=1)
+            if bad.any():
+                rows = np.flatnonzero(bad)
+                raise ValueError(f"{int(bad.sum())} {name} row(s) contain NaN or inf "
+                                 f"(first: row {rows[0]}, {self.keys[rows[0]]})")
+        seen: dict[str, int] = {}
+        for row, key in enumerate(self.keys):
+            if key in seen:
+                raise ValueError(f"two rows are the same image {key!r} (rows {seen[key]} and {row}, e.g. "
+                                 "X.jpg and X.png); keep one embedding per image")
+            seen[key] = row
 
     @classmethod
     def load(cls, path: str | Path) -> "EmbeddingSet":
+        """Read ``paths`` (strings; UTF-8 bytes are decoded), ``embeddings`` and optionally
+        ``embeddings_flip`` from an ``.npz``; anything else is a ValueError naming the file."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"embeddings file {path} does not exist")
-        with np.load(path, allow_pickle=False) as data:
-            for required in ("paths", "embeddings"):
-                if required not in data:
-                    raise ValueError(f"{path} lacks the array {required!r} (has {sorted(data.files)})")
-            keys = [key_of_path(str(p)) for p in data["paths"].tolist()]
-            flip = data["embeddings_flip"] if "embeddings_flip" in data else None
-            return cls(keys, np.asarray(data["embeddings"]), None if flip is None else np.asarray(flip))
+        if path.stat().st_size == 0:
+            raise ValueError(f"embeddings file {path} is empty (0 bytes)")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                for required in ("paths", "embeddings"):
+                    if required not in data:
+                        raise ValueError(f"{path} lacks the array {required!r} (has {sorted(data.files)})")
+                raw_paths = data["paths"]
+                embeddings = np.asarray(data["embeddings"])
+                flip = np.asarray(data["embeddings_flip"]) if "embeddings_flip" in data else None
+        except ValueError as err:
+            if str(path) in str(err):
+                raise
+            raise ValueError(f"cannot read embeddings file {path}: {err}") from None
+        except (OSError, EOFError, KeyError) as err:  # zip damage, truncation
+            raise ValueError(f"cannot read embeddings file {path} (not a complete .npz): {err}") from None
+        return cls(_path_keys(raw_paths, path), embeddings, flip)
 
     def save(self, path: str | Path, paths: list[str] | None = None) -> Path:
         """Write ``paths`` (default: the keys + ``.jpg``), ``embeddings`` and ``embeddings_flip``."""
@@ -90,10 +126,26 @@ class EmbeddingSet:
         }
         if self.embeddings_flip is not None:
             arrays["embeddings_flip"] = self.embeddings_flip
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        with atomic_write(path, "wb") as handle:
+            np.savez(handle, **arrays)
         return path
+
+
+def _path_keys(raw: np.ndarray, source: Path) -> list[str]:
+    """Image keys of the ``paths`` array: strings, or bytes decoded as UTF-8."""
+    if raw.ndim != 1:
+        raise ValueError(f"{source}: paths must be a 1-D array, got shape {raw.shape}")
+    keys = []
+    for i, item in enumerate(raw.tolist()):
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{source}: paths[{i}] is bytes that are not UTF-8 text") from None
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"{source}: paths[{i}] must be a relative image path, got {item!r}")
+        keys.append(key_of_path(item))
+    return keys
 
 
 def _pair_indices(keys: list[str], pairs: PairsProtocol) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +180,7 @@ def evaluate_embeddings(
         pca_dim=config.pca,
         subtract_mean=config.subtract_mean,
         far_targets=tuple(config.far_targets),
+        test_folds=[f - 1 for f in config.folds] if config.folds else None,
     )
     labels = [identity_of_key(k) for k in embeddings.keys]
     recall = recall_at_k(features, labels, config.recall_ks, metric=config.metric)
@@ -151,7 +204,7 @@ def write_outputs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(metrics, out / "metrics.json")
-    (out / "report.md").write_text(markdown_report(metrics, title), encoding="utf-8")
+    write_text(out / "report.md", markdown_report(metrics, title))
     far, tar = result.roc()
     plot_roc({f"{title} (AUC {result.auc:.4f})": (far, tar)}, out / "roc.png", title=title)
     save_config(config, out / "config.yaml")

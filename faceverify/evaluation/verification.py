@@ -124,6 +124,7 @@ class VerificationResult:
     heldout_scores: np.ndarray = field(repr=False)
     same: np.ndarray = field(repr=False)
     fold: np.ndarray = field(repr=False)
+    folds: list[int] = field(default_factory=list)  # 1-based folds reported
 
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
         """(false accept rate, true accept rate) over the held-out scores."""
@@ -143,6 +144,7 @@ class VerificationResult:
             "far_achieved": self.far_achieved,
             "n_pairs": self.n_pairs,
             "n_folds": self.n_folds,
+            "folds": self.folds,
             "metric": self.metric,
             "threshold_selection": self.threshold_selection,
         }
@@ -156,6 +158,7 @@ def fold_scores(
     metric: Metric = "cosine",
     pca_dim: int = 0,
     subtract_mean: bool = False,
+    test_folds: list[int] | None = None,
 ) -> np.ndarray:
     """Scores of every pair under each fold's transform -> ``[n_folds, N]``.
 
@@ -167,7 +170,8 @@ def fold_scores(
         subtract_mean: subtract the training folds' mean feature first.
 
     Row k holds the scores computed with the transform fitted on folds != k (when a fold has no
-    other folds, on itself). Without transforms every row is the same.
+    other folds, on itself). Without transforms every row is the same. ``test_folds`` (0-based)
+    limits the fitting to those rows; the others are left NaN.
     """
     features = np.asarray(features, dtype=np.float64)
     n_folds = int(fold.max()) + 1 if fold.size else 0
@@ -176,8 +180,8 @@ def fold_scores(
     if pca_dim == 0 and not subtract_mean:
         row = pair_similarity(features[index_a], features[index_b], metric)
         return np.broadcast_to(row, (n_folds, row.size)).copy()
-    rows = np.empty((n_folds, index_a.size), dtype=np.float64)
-    for k in range(n_folds):
+    rows = np.full((n_folds, index_a.size), np.nan, dtype=np.float64)
+    for k in (range(n_folds) if test_folds is None else test_folds):
         train = fold != k if n_folds > 1 else np.ones_like(fold, dtype=bool)
         train_images = np.unique(np.concatenate([index_a[train], index_b[train]]))
         fit = features[train_images]
@@ -196,17 +200,38 @@ def fold_scores(
     return rows
 
 
+def check_test_folds(test_folds: list[int] | None, n_folds: int) -> list[int]:
+    """0-based held-out folds to report: all of ``range(n_folds)`` by default; each must exist
+    and appear once (a ValueError names the 1-based fold otherwise)."""
+    if test_folds is None:
+        return list(range(n_folds))
+    folds = [int(k) for k in test_folds]
+    if not folds:
+        raise ValueError("no folds to evaluate")
+    for k in folds:
+        if not 0 <= k < n_folds:
+            raise ValueError(f"fold {k + 1} does not exist: the pairs have folds 1..{n_folds}")
+    repeated = sorted({k + 1 for k in folds if folds.count(k) > 1})
+    if repeated:
+        raise ValueError(f"fold(s) {', '.join(map(str, repeated))} given more than once")
+    return folds
+
+
 def evaluate_scores(
     score_rows: np.ndarray,
     same: np.ndarray,
     fold: np.ndarray,
     metric: str = "cosine",
     far_targets: tuple[float, ...] = (1e-3, 1e-2),
+    test_folds: list[int] | None = None,
 ) -> VerificationResult:
     """Apply the k-fold protocol to per-fold scores (``[n_folds, N]`` or ``[N]``).
 
-    With a single fold (a View 1 file on its own) there is nothing to hold out from; the threshold
-    is then chosen on the same pairs and ``threshold_selection`` says so ("same-fold, optimistic").
+    ``test_folds`` (0-based; default all) are the folds reported; each is scored with the
+    threshold chosen on *every other* fold of the file, never on itself, and accuracy, AUC,
+    EER and TAR@FAR are computed over those folds' pairs alone. With a single fold in the file
+    (a View 1 file on its own) there is nothing to hold out from; the threshold is then chosen
+    on the same pairs and ``threshold_selection`` says so ("same fold, optimistic").
     """
     same = np.asarray(same, dtype=bool)
     fold = np.asarray(fold, dtype=np.int64)
@@ -214,14 +239,16 @@ def evaluate_scores(
     n_folds = int(fold.max()) + 1
     if score_rows.ndim == 1:
         score_rows = np.broadcast_to(score_rows, (n_folds, score_rows.size))
-    if not np.all(np.isfinite(score_rows)):
+    folds = check_test_folds(test_folds, n_folds)
+    if not np.all(np.isfinite(score_rows[folds])):
         raise ValueError("verification scores contain NaN or inf; check the embeddings")
-    heldout = score_rows[fold, np.arange(fold.size)]
+    reported = np.isin(fold, folds)
+    heldout_all = score_rows[fold, np.arange(fold.size)]
     accuracies: list[float] = []
     thresholds: list[float] = []
     tars: dict[str, list[float]] = {repr(float(f)): [] for f in far_targets}
     fars: dict[str, list[float]] = {repr(float(f)): [] for f in far_targets}
-    for k in range(n_folds):
+    for k in folds:
         test = fold == k
         train = ~test if n_folds > 1 else test
         scores_k = score_rows[k]
@@ -233,24 +260,26 @@ def evaluate_scores(
             key = repr(float(target))
             tars[key].append(float(np.mean(scores_k[test & same] > t_far)))
             fars[key].append(float(np.mean(scores_k[test & ~same] > t_far)))
-    both_classes = same.any() and (~same).any()
+    heldout, same_reported, fold_reported = heldout_all[reported], same[reported], fold[reported]
+    both_classes = same_reported.any() and (~same_reported).any()
     return VerificationResult(
         accuracy=float(np.mean(accuracies)),
         accuracy_std=float(np.std(accuracies)),
         fold_accuracies=accuracies,
         fold_thresholds=thresholds,
-        auc=float(roc_auc_score(same.astype(int), heldout)) if both_classes else float("nan"),
-        eer=equal_error_rate(heldout, same) if both_classes else float("nan"),
+        auc=float(roc_auc_score(same_reported.astype(int), heldout)) if both_classes else float("nan"),
+        eer=equal_error_rate(heldout, same_reported) if both_classes else float("nan"),
         tar_at_far={k: float(np.mean(v)) for k, v in tars.items()},
         tar_at_far_std={k: float(np.std(v)) for k, v in tars.items()},
         far_achieved={k: float(np.mean(v)) for k, v in fars.items()},
-        n_pairs=int(same.size),
-        n_folds=n_folds,
+        n_pairs=int(same_reported.size),
+        n_folds=len(folds),
         metric=metric,
         threshold_selection="other folds" if n_folds > 1 else "same fold (optimistic)",
         heldout_scores=heldout,
-        same=same,
-        fold=fold,
+        same=same_reported,
+        fold=fold_reported,
+        folds=[k + 1 for k in folds],
     )
 
 
@@ -264,7 +293,11 @@ def evaluate_features(
     pca_dim: int = 0,
     subtract_mean: bool = False,
     far_targets: tuple[float, ...] = (1e-3, 1e-2),
+    test_folds: list[int] | None = None,
 ) -> VerificationResult:
-    """Per-fold transforms, scores and the k-fold protocol in one call (see module docstring)."""
-    rows = fold_scores(features, index_a, index_b, fold, metric, pca_dim, subtract_mean)
-    return evaluate_scores(rows, same, fold, metric, far_targets)
+    """Per-fold transforms, scores and the k-fold protocol in one call (see module docstring);
+    ``test_folds`` (0-based) as in :func:`evaluate_scores`."""
+    n_folds = int(np.max(fold)) + 1 if np.size(fold) else 0
+    folds = check_test_folds(test_folds, n_folds)
+    rows = fold_scores(features, index_a, index_b, fold, metric, pca_dim, subtract_mean, test_folds=folds)
+    return evaluate_scores(rows, same, fold, metric, far_targets, test_folds=folds)

@@ -2,7 +2,10 @@
 
 Each owns its class weights ``W [C, D]`` (so the Objective, optimiser, checkpoints and DDP see
 them), is called as ``loss(embeddings [B, D], labels [B]) -> scalar`` (cross-entropy, batch
-mean) and exposes ``logits(embeddings) -> [B, C]`` without margin, for accuracy.
+mean) and exposes ``logits(embeddings) -> [B, C]`` without margin. After each forward,
+``predictions [B]`` holds the class each image would be given without margin (the argmax of
+logits already computed), so the trainer can count training accuracy without a second
+``[B, C]`` product and without a host synchronisation.
 
 With ``cos t_j = <x^, W^_j>`` (unit vectors), the target-class logit is::
 
@@ -55,7 +58,15 @@ class SoftmaxLoss(nn.Module):
         return self.linear(embeddings)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
-        return F.cross_entropy(self.logits(embeddings), labels)
+        logits = self.logits(embeddings)
+        self.predictions = _argmax(logits)
+        return F.cross_entropy(logits, labels)
+
+
+def _argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Predicted class of each row ``[B, C] -> [B]`` (for the training accuracy; no host sync)."""
+    with torch.no_grad():
+        return scores.detach().argmax(dim=1)
 
 
 def _cosine(embeddings: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -89,6 +100,7 @@ class CosFaceLoss(_AdditiveMarginHead):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
         logits = self.logits(embeddings)
+        self.predictions = _argmax(logits)  # before the margin: the class a test would predict
         # subtract s*m at the target class in place: one [B, C] tensor instead of three
         logits[torch.arange(labels.numel(), device=labels.device), labels] -= self.s * self.m
         return F.cross_entropy(logits, labels)
@@ -108,6 +120,7 @@ class ArcFaceLoss(_AdditiveMarginHead):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
         cos = _cosine(embeddings, self.weight)
+        self.predictions = _argmax(cos)
         cos_y = cos.gather(1, labels.unsqueeze(1)).clamp(-1.0, 1.0)
         # cos(t + m) = cos t cos m - sin t sin m, with sin t >= 0 on [0, pi]; the clamp keeps the
         # square root's gradient finite at |cos t| = 1 (acos would give an infinite one)
@@ -151,8 +164,10 @@ class SphereFaceLoss(nn.Module):
         self.m, self.base, self.gamma, self.power, self.lambda_min = int(m), base, gamma, power, lambda_min
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
-    def current_lambda(self) -> float:
-        return max(self.lambda_min, self.base * (1.0 + self.gamma * float(self.iteration)) ** (-self.power))
+    def current_lambda(self) -> torch.Tensor:
+        """lambda = max(lambda_min, base * (1 + gamma * iteration) ** -power), on the device (no sync)."""
+        decayed = self.base * (1.0 + self.gamma * self.iteration.double()) ** (-self.power)
+        return decayed.clamp_min(self.lambda_min).float()
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return embeddings.norm(dim=1, keepdim=True) * _cosine(embeddings, self.weight)
@@ -162,11 +177,13 @@ class SphereFaceLoss(nn.Module):
         if self.training:
             self.iteration += 1
         cos = _cosine(embeddings, self.weight)
+        self.predictions = _argmax(cos)  # argmax of |x| cos t is argmax of cos t
         cos_y = cos.gather(1, labels.unsqueeze(1)).clamp(-1.0, 1.0)
         with torch.no_grad():
             k = torch.floor(self.m * torch.acos(cos_y) / math.pi).clamp(0, self.m - 1)
         sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
         psi = sign * chebyshev(cos_y, self.m) - 2.0 * k
+        lam = lam.to(cos_y.dtype)
         blended = (lam * cos_y + psi) / (1.0 + lam)
         norms = embeddings.norm(dim=1, keepdim=True)
         return F.cross_entropy(norms * cos.scatter(1, labels.unsqueeze(1), blended), labels)

@@ -88,9 +88,20 @@ NEEDS_PK = ("contrastive", "triplet", "npair", "multi_similarity")
 
 @dataclass
 class ObjectiveOutput:
-    total: torch.Tensor
-    values: dict[str, float]  # unweighted value of each term, and "total"
-    logits: torch.Tensor | None  # of the first classification term, for accuracy
+    """What one forward of the objective gives. Everything stays on the device: reading a value
+    (``float(...)``) synchronises with it, so the trainer does that only at log steps."""
+
+    total: torch.Tensor  # weighted sum, with its graph
+    values: dict[str, torch.Tensor]  # detached 0-d value of each term (unweighted), and "total"
+    predictions: torch.Tensor | None  # [B] class predicted by the first classification term
+
+    def stacked(self) -> torch.Tensor:
+        """The values as one 1-D tensor in ``values`` order (for the trainer's log window)."""
+        return torch.stack(list(self.values.values()))
+
+    def floats(self) -> dict[str, float]:
+        """Every value as a Python float (one host synchronisation)."""
+        return dict(zip(self.values, self.stacked().tolist()))
 
 
 class Objective(nn.Module):
@@ -122,20 +133,21 @@ class Objective(nn.Module):
         # losses run in float32 (or float64 in tests) even when the network runs in bf16/fp16
         if embeddings.dtype not in (torch.float32, torch.float64):
             embeddings = embeddings.float()
-        total = embeddings.new_zeros(())
-        values: dict[str, float] = {}
+        total: torch.Tensor | None = None
+        values: dict[str, torch.Tensor] = {}
         for name, loss in self.losses.items():
             miner = self.miners.get(name)
             indices = miner(embeddings.detach(), labels) if miner is not None else None
             value = loss(embeddings, labels, indices)
-            total = total + self.weights[name] * value
-            values[name] = float(value.detach())
-        values["total"] = float(total.detach())
-        logits = None
+            weighted = self.weights[name] * value
+            total = weighted if total is None else total + weighted
+            values[name] = value.detach()
+        assert total is not None  # the constructor guarantees at least one term
+        values["total"] = total.detach()
+        predictions = None
         if self.classifier_name is not None:
-            with torch.no_grad():
-                logits = self.losses[self.classifier_name].logits(embeddings.detach())
-        return ObjectiveOutput(total, values, logits)
+            predictions = self.losses[self.classifier_name].predictions
+        return ObjectiveOutput(total, values, predictions)
 
     def after_step(self) -> None:
         """Apply the paper-style center update (Wen et al. Eq. 4) after the optimiser step."""

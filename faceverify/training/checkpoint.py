@@ -3,16 +3,18 @@
 A checkpoint holds the model, the objective (class weights, centers, proxies), optimizer,
 scheduler and grad-scaler states, every RNG state, the sampler position (epoch, batch within
 the epoch) and the step. It is written to a temporary file in the same folder, flushed to disk
-and renamed over the old one, so a crash at any moment leaves the last good checkpoint intact.
+and renamed over the old one, so a crash at any moment, or a full disk, leaves the last good
+checkpoint intact.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from faceverify.io import atomic_write
 
 FORMAT = "faceverify-checkpoint-v1"
 
@@ -22,14 +24,21 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` all at once (temporary file, fsync, rename).
+
+    Raises:
+        CheckpointError: the file could not be written (disk full, read-only folder); the
+            temporary file is removed and the previous checkpoint at ``path`` is left intact.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save({"format": FORMAT, **state}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path, "wb", durable=True) as handle:
+            torch.save({"format": FORMAT, **state}, handle)
+    except OSError as err:
+        kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written"
+        reason = err.strerror or str(err)
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}; {kept}, the temporary file "
+                              "was removed") from err
     return path
 
 

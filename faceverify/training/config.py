@@ -10,7 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from faceverify.config import ConfigError, check_device, check_range
 from faceverify.losses.objective import LossConfig
+
+
+# Keys that may differ when a run is resumed: they change how fast or how visibly a run goes,
+# not what it computes (``data.packed`` is checked by the pack's fingerprint instead of its path,
+# ``optim.max_iters`` by Trainer's own rule). Every other key must equal the checkpoint's.
+RESUME_NEUTRAL: tuple[str, ...] = (
+    "out", "device", "compile", "channels_last", "deterministic", "log_every", "checkpoint_every",
+    "keep_best", "tensorboard", "progress", "data.workers", "data.pin_memory", "data.packed",
+    "optim.max_iters",
+)
 
 
 @dataclass
@@ -23,6 +34,11 @@ class DataConfig:
     workers: int = 2
     pin_memory: bool = True
 
+    def __post_init__(self) -> None:
+        check_range("batch_size", self.batch_size, 1)
+        check_range("k", self.k, 1)
+        check_range("workers", self.workers, 0)
+
 
 @dataclass
 class ModelConfig:
@@ -30,6 +46,10 @@ class ModelConfig:
     embedding_dim: int = 512
     width: float = 1.0  # channel multiplier (small CPU variants use e.g. 0.25)
     batch_norm: bool = False  # BN after convs for the plain (non-iresnet) backbones
+
+    def __post_init__(self) -> None:
+        check_range("embedding_dim", self.embedding_dim, 1)
+        check_range("width", self.width, 0, strict_min=True)
 
 
 @dataclass
@@ -48,6 +68,18 @@ class OptimConfig:
     max_iters: int = 28000
     clip_grad_norm: float = 0.0  # 0 = off
 
+    def __post_init__(self) -> None:
+        check_range("lr", self.lr, 0, strict_min=True)
+        check_range("momentum", self.momentum, 0, 1, strict_max=True)
+        check_range("weight_decay", self.weight_decay, 0)
+        check_range("gamma", self.gamma, 0, strict_min=True)
+        check_range("warmup_iters", self.warmup_iters, 0)
+        check_range("warmup_factor", self.warmup_factor, 0, 1, strict_min=True)
+        check_range("max_iters", self.max_iters, 1)
+        check_range("clip_grad_norm", self.clip_grad_norm, 0)
+        if any(m < 0 for m in self.milestones):
+            raise ConfigError(f"milestones must be iterations >= 0, got {self.milestones}")
+
 
 @dataclass
 class EvalDuringTraining:
@@ -56,6 +88,12 @@ class EvalDuringTraining:
     pairs: str = ""  # pairs file (e.g. View 1 pairsDevTest.txt, or pairs.txt with `folds`)
     folds: list[int] = field(default_factory=list)  # 1-based folds of a View 2 file; [] = all
     flip: Literal["none", "concat", "sum"] = "concat"
+
+    def __post_init__(self) -> None:
+        check_range("every", self.every, 0)
+        bad = [f for f in self.folds if not 1 <= f <= 10]
+        if bad or len(set(self.folds)) != len(self.folds):
+            raise ConfigError(f"folds must be distinct fold numbers 1..10, got {self.folds}")
 
 
 @dataclass
@@ -77,3 +115,10 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalDuringTraining = field(default_factory=EvalDuringTraining)
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        check_range("log_every", self.log_every, 1)
+        check_range("checkpoint_every", self.checkpoint_every, 1)
+        if not self.out:
+            raise ConfigError("out must name the run's output folder")

@@ -12,17 +12,31 @@ from typing import Any
 
 from tqdm import tqdm
 
+from faceverify.io import write_text
+
 
 class MetricsLogger:
-    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    """One JSON line per logged step in ``metrics.jsonl`` (and TensorBoard scalars).
+
+    ``resume_step``: the step a resumed run starts from. Rows of later steps, written by the
+    interrupted run after its last checkpoint, are dropped (the resumed run logs those steps
+    again), so the file keeps exactly one row per step.
+    """
+
+    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True, resume_step: int = 0):
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self._writer = None
+        if enabled and self.path.is_file():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and _step_of(line) is not None and _step_of(line) <= resume_step]
+            write_text(self.path, "".join(line + "\n" for line in kept))
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+                # purge_step drops the interrupted run's events after the checkpoint, as above
+                self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=resume_step + 1)
             except ImportError:  # tensorboard is a dependency, but a missing one must not stop training
                 self._writer = None
 
@@ -41,6 +55,13 @@ class MetricsLogger:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a line torn by a kill
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

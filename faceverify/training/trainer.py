@@ -6,8 +6,16 @@ What it guarantees:
   ``(seed, step)``; checkpoints hold every other state (model, objective, optimizer, scheduler,
   scaler, RNGs, sampler position, step). Training 2N steps equals training N, stopping and
   resuming N more (bitwise on the CPU with ``deterministic=true``).
-* **No silent divergence.** A non-finite loss stops the run *before* the optimiser step with
-  :class:`NonFiniteLossError` naming the step and the term; the last checkpoint stays intact.
+* **Same run or none.** Re-running into an output folder resumes only if the resolved config
+  equals the checkpoint's in every key that changes the result (keys in ``RESUME_NEUTRAL`` may
+  differ; ``optim.max_iters`` may grow unless the schedule depends on it) and the packed data
+  has the same fingerprint; otherwise it refuses, naming each key ``old -> new``.
+  ``restart=True`` (``faceverify train --restart``) moves the old run aside and starts over.
+* **No silent divergence, no per-step host sync.** Loss values stay on the device; they are
+  read once per log step, checkpoint, evaluation and at the end. A non-finite value found
+  there stops the run with :class:`NonFiniteLossError` naming the first bad step and term;
+  since a checkpoint is only written after that check, nothing past the last good state is
+  ever saved (the run rolls back to its last checkpoint).
 * **Clean stops.** SIGINT / SIGTERM finish the current step, save a checkpoint and return.
 * **DDP.** Gradients are averaged over ranks; per-sample terms (softmax, margin heads, center)
   therefore equal a one-process run on the global batch, and paper-style center updates are
@@ -19,10 +27,10 @@ What it guarantees:
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,7 +41,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from faceverify.config import save_config, to_dict
+from faceverify.config import changed_keys, save_config, to_dict
 from faceverify.data.lfw import read_pairs
 from faceverify.data.packed import PackedFaces, collate_batch
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
@@ -43,14 +51,19 @@ from faceverify.losses.objective import Objective, ObjectiveOutput
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import git_commit
 from faceverify.training import distributed
+from faceverify.io import move_aside, write_json, write_text
 from faceverify.training.checkpoint import load_checkpoint, save_checkpoint
-from faceverify.training.config import TrainConfig
+from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
 from faceverify.training.logging import MetricsLogger, progress_bar
 from faceverify.training.seed import rng_state, seed_everything, set_rng_state
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the term(s)."""
+
+
+class ResumeMismatchError(ValueError):
+    """An output folder holds a run made with other settings or other data."""
 
 
 class TrainStep(nn.Module):
@@ -129,12 +142,17 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 class Trainer:
     """``Trainer(config).fit()``; ``callbacks`` are called as ``cb(trainer)`` after every step."""
 
-    def __init__(self, config: TrainConfig, callbacks: list[Callable[["Trainer"], None]] | None = None):
+    def __init__(self, config: TrainConfig, callbacks: list[Callable[["Trainer"], None]] | None = None,
+                 restart: bool = False):
         self.config = config
         self.callbacks = callbacks or []
         self.info = distributed.setup(config.device)
         self.out_dir = Path(config.out)
         self.checkpoint_dir = self.out_dir / "checkpoints"
+        if restart and self.info.is_main and self.out_dir.exists():
+            self.moved_aside: Path | None = move_aside(self.out_dir)
+        else:
+            self.moved_aside = None
         self.state = TrainState()
         self._stop_requested = False
         seed_everything(config.seed, config.deterministic)
@@ -170,10 +188,17 @@ class Trainer:
             num_workers=config.data.workers, pin_memory=config.data.pin_memory and device.type == "cuda",
             persistent_workers=config.data.workers > 0,
         )
-        self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main, tensorboard=config.tensorboard)
         self.last_output: ObjectiveOutput | None = None
         self._fit_started: float | None = None
+        self._last_saved_step: int | None = None
+        self._window: list[torch.Tensor] = []  # per-step loss values since the last check, on the device
+        self._window_first_step = 0
+        self._correct = torch.zeros((), dtype=torch.long, device=device)  # training accuracy since the last log
+        self._counted = 0
+        self._recent: deque[tuple[torch.Tensor, int]] = deque(maxlen=50)  # (correct, images) of the last steps
         self._maybe_resume()
+        self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main, tensorboard=config.tensorboard,
+                                    resume_step=self.state.step)
 
     # ------------------------------------------------------------------ setup helpers
     def _make_sampler(self):
@@ -191,12 +216,7 @@ class Trainer:
         if not last.is_file():
             return
         state = load_checkpoint(last, map_location=self.info.device)
-        if state["config"]["loss"] != to_dict(self.config)["loss"] or state["config"]["model"] != to_dict(
-                self.config)["model"]:
-            raise ValueError(
-                f"{last} was written with a different model or loss config; use another `out` folder "
-                "or delete the checkpoint to start over"
-            )
+        check_resumable(state, self.config, self.dataset, last)
         self.backbone.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -206,6 +226,7 @@ class Trainer:
         set_rng_state(state["rng"])
         self.objective.generator.set_state(state["objective_generator"])
         self.state = TrainState(**state["train_state"])
+        self._last_saved_step = self.state.step
 
     def checkpoint_state(self) -> dict:
         if self._fit_started is not None:
@@ -224,10 +245,17 @@ class Trainer:
             "train_state": vars(self.state).copy(),
             "input_size": list(self.input_size),
             "num_classes": self.dataset.num_classes,
+            "data_fingerprint": self.dataset.fingerprint,
+            "data_description": self.dataset.describe(),
             "commit": git_commit(),
         }
 
     def save(self, name: str = "last.pt") -> Path | None:
+        """Write a checkpoint of the current state, after checking that every step since the
+        last check was finite (so a saved state is always a good one)."""
+        self.check_finite()
+        if name == "last.pt":
+            self._last_saved_step = self.state.step
         if not self.info.is_main:
             return None
         return save_checkpoint(self.checkpoint_state(), self.checkpoint_dir / name)
@@ -246,44 +274,86 @@ class Trainer:
         return torch.where(mask[:, None, None, None], torch.flip(images, dims=(3,)), images)
 
     def train_step(self, images_u8: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
+        """One optimiser step. Nothing here reads a value back from the device (except the fp16
+        grad scaler, which must); the values are checked later by :meth:`check_finite`."""
         device = self.info.device
         images = to_network_input(images_u8, device, channels_last=self.config.channels_last)
         if self.config.data.flip:
             images = self._flip(images)
         labels = labels.to(device, non_blocking=True)
         output: ObjectiveOutput = self.step_module(images, labels)
-        # every rank stops together if any rank sees a non-finite loss
-        if distributed.broadcast_flag(not math.isfinite(output.values["total"]), self.info):
-            bad = [f"{k} = {v}" for k, v in output.values.items() if k != "total" and not math.isfinite(v)]
-            self.objective.discard_pending()
-            last = self.checkpoint_dir / "last.pt"
-            kept = (f"the last checkpoint ({last}, step {load_checkpoint(last)['train_state']['step']}) is intact"
-                    if last.is_file() else "no checkpoint had been written yet")
-            raise NonFiniteLossError(
-                f"non-finite loss at step {self.state.step + 1}: {', '.join(bad) or 'total'}; "
-                f"nothing was updated and {kept}; lower optim.lr or set optim.clip_grad_norm"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(output.total).backward()
         if self.config.optim.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.step_module.parameters(), self.config.optim.clip_grad_norm)
-        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if scale_before is not None and self.scaler.get_scale() < scale_before:
-            self.objective.discard_pending()  # fp16 overflow: the optimiser skipped this step
+        if self.scaler.is_enabled():
+            scale_before = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scaler.get_scale() < scale_before:
+                self.objective.discard_pending()  # fp16 overflow: the optimiser skipped this step
         else:
-            self.objective.after_step()
+            self.optimizer.step()
+        self.objective.after_step()
         self.scheduler.step()
+        if not self._window:
+            self._window_first_step = self.state.step + 1
+        self._window.append(output.stacked())
+        if output.predictions is not None:
+            correct = (output.predictions == labels).sum()
+            self._correct += correct
+            self._counted += labels.numel()
+            self._recent.append((correct, labels.numel()))
         return output
+
+    def check_finite(self) -> None:
+        """Read the loss values of the steps since the last check (one host sync); raise
+        :class:`NonFiniteLossError` naming the first non-finite step and term. Every rank stops
+        together if any rank saw one."""
+        if not self._window:
+            return
+        values = torch.stack(self._window)
+        local_bad = not bool(torch.isfinite(values).all())
+        if distributed.broadcast_flag(local_bad, self.info):
+            names = list(self.last_output.values) if self.last_output is not None else []
+            rows = values.cpu()
+            finite = torch.isfinite(rows)
+            message = "another rank"
+            if local_bad:
+                first = int((~finite.all(dim=1)).nonzero()[0, 0])
+                step = self._window_first_step + first
+                bad = [f"{name} = {float(rows[first, i])}" for i, name in enumerate(names)
+                       if name != "total" and not bool(finite[first, i])]
+                message = f"step {step}: {', '.join(bad) or 'total = ' + str(float(rows[first, -1]))}"
+            self.objective.discard_pending()
+            last = self.checkpoint_dir / "last.pt"
+            kept = (f"the run rolled back to its last checkpoint ({last}, step {self._last_saved_step}), which is "
+                    "intact; nothing after it was saved" if self._last_saved_step is not None
+                    else "no checkpoint had been written yet; nothing was saved")
+            self._window = []
+            raise NonFiniteLossError(
+                f"non-finite loss at {message}; {kept}; lower optim.lr or set optim.clip_grad_norm"
+            )
+        self._window = []
+
+    def _training_record(self, window_images: int, window_seconds: float) -> dict[str, float]:
+        assert self.last_output is not None
+        record: dict[str, float] = {f"loss/{k}": v for k, v in self.last_output.floats().items()}
+        record.update(lr=self.optimizer.param_groups[0]["lr"],
+                      images_per_second=window_images / max(window_seconds, 1e-9), epoch=self.state.epoch)
+        if self._counted:
+            record["train_accuracy"] = int(self._correct) / self._counted
+            self._correct.zero_()
+            self._counted = 0
+        return record
 
     def fit(self) -> TrainResult:
         config = self.config
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.out_dir / "config.yaml")
-            (self.out_dir / "commit.txt").write_text(git_commit() + "\n", encoding="utf-8")
+            write_text(self.out_dir / "commit.txt", git_commit() + "\n")
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
             signal.signal(sig, self._request_stop)
@@ -291,46 +361,50 @@ class Trainer:
         started = time.perf_counter()
         self._fit_started = started
         images_seen = 0
-        correct: list[float] = []
         stopped = False
+        # in DDP the stop request is agreed on at log steps only (an all-reduce every step would be
+        # a host sync every step); a single process checks its own flag after every step
+        agree_every = config.log_every if self.info.distributed else 1
         self.step_module.train()
         try:
             while self.state.step < config.optim.max_iters and not stopped:
                 self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
                 window_start, window_images = time.perf_counter(), 0
                 for images, labels in self.loader:
-                    output = self.train_step(images, labels)
-                    self.last_output = output
+                    self.last_output = self.train_step(images, labels)
                     self.state.step += 1
                     self.state.batch_in_epoch += 1
+                    step = self.state.step
                     batch_images = images.shape[0] * self.info.world_size
                     images_seen += batch_images
                     window_images += batch_images
-                    if output.logits is not None:
-                        correct.append(float((output.logits.argmax(1).cpu() == labels).float().mean()))
-                        correct = correct[-50:]
                     for callback in self.callbacks:
                         callback(self)
                     bar.update(1)
-                    if self.state.step % config.log_every == 0 or self.state.step == config.optim.max_iters:
+                    at_end = step >= config.optim.max_iters
+                    record: dict[str, float] = {}
+                    if config.eval.every and step % config.eval.every == 0:
+                        self.check_finite()
+                        record.update(self._evaluate())
+                    if step % config.log_every == 0 or at_end:
+                        self.check_finite()
                         now = time.perf_counter()
-                        speed = window_images / max(now - window_start, 1e-9)
+                        train_record = self._training_record(window_images, now - window_start)
                         window_start, window_images = now, 0
-                        record = {f"loss/{k}": v for k, v in output.values.items()}
-                        record.update(lr=self.optimizer.param_groups[0]["lr"], images_per_second=speed,
-                                      epoch=self.state.epoch)
-                        if correct:
-                            record["train_accuracy"] = float(np.mean(correct))
-                        self.logger.log(self.state.step, record)
-                        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in record.items()
-                                         if k.startswith("loss/")} | {"lr": f"{record['lr']:.2g}",
-                                                                     "img/s": f"{speed:.0f}"})
-                    if config.eval.every and self.state.step % config.eval.every == 0:
-                        self._evaluate()
-                    if self.state.step % config.checkpoint_every == 0:
+                        record.update(train_record)
+                        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in train_record.items()
+                                         if k.startswith("loss/")} | {"lr": f"{train_record['lr']:.2g}",
+                                                                     "img/s": f"{train_record['images_per_second']:.0f}"})
+                    if record:
+                        self.logger.log(step, record)
+                    if step % config.checkpoint_every == 0:
                         self.save()
-                    stop = distributed.broadcast_flag(self._stop_requested, self.info)
-                    if stop or self.state.step >= config.optim.max_iters:
+                    stop = self._stop_requested
+                    if step % agree_every == 0 or at_end:
+                        stop = distributed.broadcast_flag(stop, self.info)
+                    elif self.info.distributed:
+                        stop = False
+                    if stop or at_end:
                         stopped = stop
                         break
                 else:
@@ -343,18 +417,21 @@ class Trainer:
                 signal.signal(sig, handler)
             self.logger.close()
         seconds = time.perf_counter() - started
+        recent_images = sum(n for _, n in self._recent)
+        train_accuracy = (float(torch.stack([c for c, _ in self._recent]).sum()) / recent_images
+                          if recent_images else float("nan"))
         result = TrainResult(
             out_dir=self.out_dir, step=self.state.step, stopped_by_signal=stopped, seconds=seconds,
             images_per_second=images_seen / seconds if seconds > 0 else 0.0, total_seconds=self.state.seconds,
-            last_values=self.last_output.values if self.last_output else {},
-            train_accuracy=float(np.mean(correct)) if correct else float("nan"),
+            last_values=self.last_output.floats() if self.last_output else {},
+            train_accuracy=train_accuracy,
             best_accuracy=self.state.best_accuracy if self.state.best_accuracy >= 0 else float("nan"),
         )
         if self.info.is_main:
             summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
             summary.update(world_size=self.info.world_size, backend=self.info.backend,
                            device=str(self.info.device))
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            write_json(self.out_dir / "summary.json", summary)
         return result
 
     # ------------------------------------------------------------------ periodic LFW check
@@ -362,7 +439,7 @@ class Trainer:
         return self.backbone(batch.contiguous(memory_format=torch.channels_last)
                              if self.config.channels_last else batch)
 
-    def _evaluate(self) -> None:
+    def _evaluate(self) -> dict[str, float]:
         ev = self.config.eval
         if not (ev.lfw and ev.pairs):
             raise ValueError("eval.every is set but eval.lfw / eval.pairs are empty")
@@ -376,16 +453,45 @@ class Trainer:
                                         pairs=pairs) if self.info.is_main else {"accuracy": 0.0}
         self.backbone.train()
         accuracy = float(metrics["accuracy"])
-        self.logger.log(self.state.step, {"eval/accuracy": accuracy, "eval/auc": metrics.get("auc", float("nan"))})
         if accuracy > self.state.best_accuracy:
             self.state.best_accuracy, self.state.best_step = accuracy, self.state.step
             if self.config.keep_best:
                 self.save("best.pt")
+        return {"eval/accuracy": accuracy, "eval/auc": metrics.get("auc", float("nan"))}
 
 
-def train(config: TrainConfig, callbacks: list[Callable[[Trainer], None]] | None = None) -> TrainResult:
-    """Build a Trainer and run it; leaves the process group when done."""
-    trainer = Trainer(config, callbacks)
+def check_resumable(state: dict, config: TrainConfig, dataset: PackedFaces, path: Path) -> None:
+    """Refuse to resume ``state`` (a checkpoint at ``path``) under ``config`` and ``dataset`` if that
+    would train something else than the run that wrote it; the message names every difference."""
+    saved = state["config"]
+    new = to_dict(config)
+    problems = changed_keys(saved, new, ignore=RESUME_NEUTRAL)
+    step = int(state["train_state"]["step"])
+    old_iters, new_iters = saved["optim"]["max_iters"], config.optim.max_iters
+    if old_iters != new_iters:
+        if config.optim.schedule == "cosine":
+            problems.append(f"optim.max_iters: {old_iters} -> {new_iters} (the cosine schedule depends on it)")
+        elif new_iters < step:
+            problems.append(f"optim.max_iters: {old_iters} -> {new_iters} (the run is already at step {step})")
+    fingerprint = state.get("data_fingerprint")
+    if state.get("num_classes") != dataset.num_classes or (fingerprint and fingerprint != dataset.fingerprint):
+        old = state.get("data_description") or f"{state.get('num_classes')} identities"
+        problems.append(f"data: {old} ({saved['data']['packed']}) -> {dataset.describe()} ({config.data.packed})")
+    if problems:
+        out = Path(config.out)
+        raise ResumeMismatchError(
+            f"{out} holds a run (step {step}, {path}) made with other settings or data, so it cannot be "
+            "resumed:\n  " + "\n  ".join(problems) + "\nRe-run with the old values to resume it, or start over "
+            "with --restart (Python: train(config, restart=True)), which moves the old run aside to "
+            f"{out}.old-<time> (nothing is deleted)."
+        )
+
+
+def train(config: TrainConfig, callbacks: list[Callable[[Trainer], None]] | None = None,
+          restart: bool = False) -> TrainResult:
+    """Build a Trainer and run it; leaves the process group when done. ``restart`` moves an
+    existing run in ``config.out`` aside (never deletes it) and starts over."""
+    trainer = Trainer(config, callbacks, restart=restart)
     try:
         return trainer.fit()
     finally:

@@ -54,10 +54,10 @@ def test_pack_selects_and_stores_exact_pixels(aligned_tree: Path, tmp_path: Path
 def test_pack_resizes_uses_the_manifest_and_never_overwrites(aligned_tree: Path, tmp_path: Path):
     manifest = aligned_tree / "manifest.csv"
     header = "src,dst,identity,status,reason,score,n_faces,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5,width,height,residual\n"
-    rows = ["s1/1.jpg,s1/1.pgm,s1,ok" + ",," * 8 + ",",
-            "s1/2.jpg,s1/2.pgm,s1,fallback" + ",," * 8 + ",",
-            "s1/3.jpg,,s1,no_face" + ",," * 8 + ",",
-            "s2/1.jpg,s2/1.pgm,s2,ok" + ",," * 8 + ","]
+    rows = ["s1/1.jpg,s1/1.pgm,s1,ok" + ",," * 8,
+            "s1/2.jpg,s1/2.pgm,s1,fallback" + ",," * 8,
+            "s1/3.jpg,,s1,no_face" + ",," * 8,
+            "s2/1.jpg,s2/1.pgm,s2,ok" + ",," * 8]
     manifest.write_text(header + "\n".join(r + "" for r in rows) + "\n")
     out = tmp_path / "small"
     meta = pack_aligned(aligned_tree, out, PackConfig(size="56x46", only_detected=True), progress=False)

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from faceverify.config import merge
+from faceverify.config import Replace, merge
 from faceverify.losses import LOSSES, CenterLoss, LossConfig, Objective
 from tests.losses import reference as ref
 
@@ -33,7 +33,12 @@ def test_every_registered_loss_trains_in_the_objective(name: str):
     assert torch.isfinite(out.total) and set(out.values) == {name, "total"}
     assert x.grad is not None and torch.isfinite(x.grad).all()
     if name in ("softmax", "cosface", "arcface", "sphereface"):
-        assert out.logits is not None and out.logits.shape == (x.shape[0], C)
+        # the prediction is the argmax of the margin-free logits, computed inside the loss
+        assert out.predictions is not None and out.predictions.shape == (x.shape[0],)
+        expected = objective.losses[name].logits(x.detach()).argmax(1)
+        assert torch.equal(out.predictions, expected)
+    else:
+        assert out.predictions is None
 
 
 def test_weighted_sum_and_term_values():
@@ -58,7 +63,7 @@ def test_unknown_and_zero_weight_terms():
 
 
 def test_objective_owns_loss_parameters_with_the_right_groups():
-    config = merge(LossConfig(), {"terms": {"arcface": 1.0, "center": 0.01, "proxy_nca": 1.0},
+    config = merge(LossConfig(), {"terms": Replace({"arcface": 1.0, "center": 0.01, "proxy_nca": 1.0}),
                                   "center": {"update": "sgd", "lr": 0.7}})
     objective = Objective(config, D, C)
     names = {n for n, _ in objective.named_parameters()}
