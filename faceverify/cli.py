@@ -165,8 +165,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     from faceverify.data.lfw import read_pairs
     from faceverify.data.locate import lfw_protocol_dir
     from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embeddings_file
+    from faceverify.io import check_writable_dir
 
     config = load_config(EvalConfig, args.config, args.overrides)
+    check_writable_dir(args.out, "--out")
     flags = {k: v for k, v in {
         "metric": args.metric, "flip": args.flip, "pca": args.pca, "subtract_mean": args.subtract_mean,
     }.items() if v is not None}

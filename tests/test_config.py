@@ -138,3 +138,11 @@ def test_changed_keys_names_old_and_new_values_and_skips_ignored():
     new = {"optim": {"lr": 0.5, "max_iters": 70}, "log_every": 1, "terms": {"softmax": 1.0, "center": 0.1}}
     assert changed_keys(old, new, ignore=("log_every", "optim.max_iters")) == [
         "optim.lr: 0.01 -> 0.5", "terms.center: (absent) -> 0.1"]
+
+
+def test_a_resolved_mapping_is_rebuilt_without_merging_dicts_with_defaults():
+    from faceverify.config import from_resolved, to_dict
+
+    cfg = load_config(Demo, None, ["terms=!replace {triplet: 1.0}"])
+    assert from_resolved(Demo, to_dict(cfg)) == cfg
+    assert load_config(Demo, None, []).terms == {"softmax": 1.0}

@@ -61,29 +61,33 @@ def write_packed(
     height, width = image_size if image_size is not None else read_rgb(paths[0]).shape[:2]
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
-        shutil.rmtree(tmp)
+        shutil.rmtree(tmp)  # left by a killed run
     tmp.mkdir(parents=True)
-    images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(len(paths), height, width, 3))
+    try:
+        images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(len(paths), height, width, 3))
 
-    def load(i: int) -> None:
-        image = read_rgb(paths[i])
-        if image.shape[:2] != (height, width):
-            if image_size is None:
-                raise ValueError(
-                    f"{paths[i]} is {image.shape[1]}x{image.shape[0]} (WxH) but the first image is "
-                    f"{width}x{height}; give a target size to resize them all (faceverify pack --size HxW, "
-                    "e.g. --size 112x96)"
-                )
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        images[i] = image
+        def load(i: int) -> None:
+            image = read_rgb(paths[i])
+            if image.shape[:2] != (height, width):
+                if image_size is None:
+                    raise ValueError(
+                        f"{paths[i]} is {image.shape[1]}x{image.shape[0]} (WxH) but the first image is "
+                        f"{width}x{height}; give a target size to resize them all (faceverify pack --size HxW, "
+                        "e.g. --size 112x96)"
+                    )
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            images[i] = image
 
-    with ThreadPoolExecutor(max(workers, 1)) as pool:
-        list(tqdm(pool.map(load, range(len(paths))), total=len(paths), desc="pack", unit="img",
-                  disable=not progress))
-    images.flush()
-    del images
-    names = [str(Path(p).relative_to(relative_to) if relative_to else p) for p in paths]
-    return _finish(tmp, out, (len(paths), int(height), int(width), 3), labels, identities, names, meta)
+        with ThreadPoolExecutor(max(workers, 1)) as pool:
+            list(tqdm(pool.map(load, range(len(paths))), total=len(paths), desc="pack", unit="img",
+                      disable=not progress))
+        images.flush()
+        del images
+        names = [str(Path(p).relative_to(relative_to) if relative_to else p) for p in paths]
+        return _finish(tmp, out, (len(paths), int(height), int(width), 3), labels, identities, names, meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+        raise
 
 
 def _finish(tmp: Path, out: Path, shape: tuple[int, int, int, int], labels: Sequence[int],

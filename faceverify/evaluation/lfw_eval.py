@@ -11,6 +11,7 @@ Two entry points share everything after feature extraction:
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -112,7 +113,7 @@ class EmbeddingSet:
             if str(path) in str(err):
                 raise
             raise ValueError(f"cannot read embeddings file {path}: {err}") from None
-        except (OSError, EOFError, KeyError) as err:  # zip damage, truncation
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:  # zip damage, truncation
             raise ValueError(f"cannot read embeddings file {path} (not a complete .npz): {err}") from None
         return cls(_path_keys(raw_paths, path), embeddings, flip)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from faceverify.config import ConfigError, check_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -32,12 +34,15 @@ class DistInfo:
 
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` -> a torch device;
+    an unknown name or an absent CUDA is a ConfigError (a ValueError) saying what is valid."""
+    check_device(preference)
     if preference in ("auto", ""):
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(preference)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {preference!r} asked for, but CUDA is not available")
+            raise ConfigError(f"device {preference!r} asked for, but CUDA is not available here; use cpu or auto")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
     return device

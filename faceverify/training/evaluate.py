@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from faceverify.config import from_dict
+from faceverify.config import from_resolved
 from faceverify.data.images import read_rgb
 from faceverify.data.lfw import PairsProtocol, list_image_tree
 from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
@@ -22,7 +22,7 @@ from faceverify.training.distributed import resolve_device
 def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, tuple[int, int], TrainConfig]:
     """(backbone in eval mode, its input size (H, W), the training config) from a checkpoint."""
     state = load_checkpoint(checkpoint, map_location="cpu")
-    config = from_dict(TrainConfig, state["config"])
+    config = from_resolved(TrainConfig, state["config"])
     input_size = tuple(state["input_size"])
     model = build_backbone(config.model.backbone, config.model.embedding_dim, config.model.width,
                            input_size, config.model.batch_norm)

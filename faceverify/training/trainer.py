@@ -51,7 +51,7 @@ from faceverify.losses.objective import Objective, ObjectiveOutput
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import git_commit
 from faceverify.training import distributed
-from faceverify.io import move_aside, write_json, write_text
+from faceverify.io import check_writable_dir, move_aside, write_json, write_text
 from faceverify.training.checkpoint import load_checkpoint, save_checkpoint
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
 from faceverify.training.logging import MetricsLogger, progress_bar
@@ -149,6 +149,8 @@ class Trainer:
         self.info = distributed.setup(config.device)
         self.out_dir = Path(config.out)
         self.checkpoint_dir = self.out_dir / "checkpoints"
+        if self.info.is_main:
+            check_writable_dir(self.out_dir, "output folder (out)")
         if restart and self.info.is_main and self.out_dir.exists():
             self.moved_aside: Path | None = move_aside(self.out_dir)
         else:

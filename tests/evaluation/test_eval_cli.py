@@ -110,3 +110,123 @@ def test_unknown_override_lists_valid_keys(tmp_path: Path, capsys):
                  str(tmp_path / "o"), "pcaa=3"])
     assert code == 2
     assert "valid keys here: metric, flip, pca" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bad input
+def one_line_error(capsys, fragment: str) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("faceverify eval: error:"), err
+    assert fragment in err, err
+    return err
+
+
+@pytest.mark.parametrize("folds,fragment", [("1,11", "fold(s) 11 do not exist; the pairs file has folds 1..3"),
+                                            ("1,1", "fold(s) 1 given more than once"),
+                                            ("0", "fold(s) 0 do not exist"), ("a", "comma-separated")])
+def test_out_of_range_or_repeated_folds_are_errors(tmp_path: Path, capsys, folds: str, fragment: str):
+    pairs_path, keys = small_pairs(tmp_path)
+    emb = write_npz(tmp_path / "emb.npz", keys)
+    assert main(["eval", "--embeddings", str(emb), "--pairs", str(pairs_path), "--out", str(tmp_path / "o"),
+                 "--folds", folds]) == 2
+    one_line_error(capsys, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_fold_is_scored_with_the_threshold_of_the_other_folds(tmp_path: Path, lfw_dir: Path):
+    """``--folds 1`` reports fold 1 exactly as the full 10-fold run does: its threshold comes from
+    folds 2..10, never from fold 1 itself (the leak the old subset semantics had)."""
+    pairs = read_pairs(lfw_dir / "pairs.txt")
+    emb = write_npz(tmp_path / "emb.npz", pairs.keys)
+    assert main(["eval", "--embeddings", str(emb), "--pairs", str(lfw_dir / "pairs.txt"), "--out",
+                 str(tmp_path / "all")]) == 0
+    assert main(["eval", "--embeddings", str(emb), "--pairs", str(lfw_dir / "pairs.txt"), "--out",
+                 str(tmp_path / "one"), "--folds", "1"]) == 0
+    full = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert one["folds"] == [1] and one["n_pairs"] == 600 and one["threshold_selection"] == "other folds"
+    assert one["fold_thresholds"] == [full["fold_thresholds"][0]]
+    assert one["accuracy"] == full["fold_accuracies"][0]
+    # the threshold fitted on fold 1 itself would score at least as well there: it is a different number
+    from faceverify.evaluation.verification import best_threshold, pair_similarity
+
+    data = np.load(emb)
+    row = {k: i for i, k in enumerate(pairs.keys)}
+    first = pairs.fold == 0
+    scores = pair_similarity(data["embeddings"][[row[k] for k in np.array(pairs.keys_a)[first]]],
+                             data["embeddings"][[row[k] for k in np.array(pairs.keys_b)[first]]], "cosine")
+    own_threshold, own_accuracy = best_threshold(scores, pairs.same[first])
+    assert own_threshold != one["fold_thresholds"][0] and own_accuracy >= one["accuracy"]
+
+
+def test_a_key_present_twice_is_an_error_naming_it(tmp_path: Path, capsys):
+    pairs_path, keys = small_pairs(tmp_path)
+    plain, flipped = clustered_embeddings(keys + [keys[0]])
+    paths = [k + ".jpg" for k in keys] + [keys[0] + ".png"]
+    np.savez(tmp_path / "emb.npz", paths=np.array(paths), embeddings=plain, embeddings_flip=flipped)
+    assert main(["eval", "--embeddings", str(tmp_path / "emb.npz"), "--pairs", str(pairs_path), "--out",
+                 str(tmp_path / "o")]) == 2
+    one_line_error(capsys, f"two rows are the same image '{keys[0]}'")
+
+
+def test_nan_in_flip_embeddings_is_an_error(tmp_path: Path, capsys):
+    pairs_path, keys = small_pairs(tmp_path)
+    plain, flipped = clustered_embeddings(keys)
+    flipped[5, 3] = np.nan
+    np.savez(tmp_path / "emb.npz", paths=np.array([k + ".jpg" for k in keys]), embeddings=plain,
+             embeddings_flip=flipped)
+    assert main(["eval", "--embeddings", str(tmp_path / "emb.npz"), "--pairs", str(pairs_path), "--out",
+                 str(tmp_path / "o"), "--flip", "concat"]) == 2
+    one_line_error(capsys, f"1 embeddings_flip row(s) contain NaN or inf (first: row 5, {keys[5]})")
+
+
+def test_paths_stored_as_bytes_are_decoded(tmp_path: Path):
+    pairs_path, keys = small_pairs(tmp_path)
+    plain, _ = clustered_embeddings(keys)
+    np.savez(tmp_path / "bytes.npz", paths=np.array([(k + ".jpg").encode() for k in keys]), embeddings=plain)
+    np.savez(tmp_path / "text.npz", paths=np.array([k + ".jpg" for k in keys]), embeddings=plain)
+    for name in ("bytes", "text"):
+        assert main(["eval", "--embeddings", str(tmp_path / f"{name}.npz"), "--pairs", str(pairs_path),
+                     "--out", str(tmp_path / name)]) == 0
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("bytes", "text"))
+    assert a["accuracy"] == b["accuracy"] and a["fold_thresholds"] == b["fold_thresholds"]
+
+
+@pytest.mark.parametrize("content,fragment", [(b"", "is empty (0 bytes)"), (b"PK\x03\x04 not a zip", "cannot read"),
+                                              (None, "Object arrays cannot be loaded")])
+def test_empty_truncated_or_pickled_npz_is_one_line(tmp_path: Path, capsys, content, fragment: str):
+    pairs_path, keys = small_pairs(tmp_path)
+    path = tmp_path / "bad.npz"
+    if content is None:
+        np.savez(path, paths=np.array([{"a": 1}] * len(keys), dtype=object), embeddings=np.zeros((len(keys), 4)))
+    else:
+        path.write_bytes(content)
+    assert main(["eval", "--embeddings", str(path), "--pairs", str(pairs_path), "--out", str(tmp_path / "o")]) == 2
+    one_line_error(capsys, fragment)
+
+
+def test_read_only_out_is_one_line_and_writes_nothing(tmp_path: Path):
+    from tests.unprivileged import make_read_only, run_cli, shared_tmp
+
+    scratch = shared_tmp()
+    try:
+        pairs_path, keys = small_pairs(scratch)
+        emb = write_npz(scratch / "emb.npz", keys)
+        for path in (pairs_path, emb):
+            path.chmod(0o644)
+        home = scratch / "home"
+        home.mkdir()
+        home.chmod(0o777)
+        locked = scratch / "locked"
+        make_read_only(locked)
+        done = run_cli(["eval", "--embeddings", str(emb), "--pairs", str(pairs_path), "--out", str(locked / "o")],
+                       cwd=Path(__file__).resolve().parents[2], home=home)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and "--out" in done.stderr and "not writable" in done.stderr
+        assert list(locked.iterdir()) == []
+    finally:
+        import shutil
+
+        for path in scratch.rglob("*"):
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(scratch)
