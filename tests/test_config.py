@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-import yaml
 
 from faceverify.config import (
     ConfigError,

@@ -1,9 +1,10 @@
 """Running a command where a folder is really read-only, also when the tests run as root.
 
-Root ignores file permissions, so a ``chmod 555`` folder stops nobody there. As root the
-command runs as the unprivileged user ``nobody`` (uid/gid 65534) instead; elsewhere it runs
-as the current user. Its scratch folders must then be reachable by that user: make them with
-:func:`shared_tmp`.
+Root ignores file permissions through its capabilities, so a ``chmod 555`` folder stops nobody
+there. As root the command therefore runs through util-linux's ``setpriv`` without the
+capabilities that bypass permission checks (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``,
+``CAP_FOWNER``): still uid 0, so it reads the checkout and the virtual environment wherever they
+are, but a read-only folder is read-only to it. Other users run the command as they are.
 """
 
 from __future__ import annotations
@@ -12,17 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-
-NOBODY = 65534
-
-
-def shared_tmp() -> Path:
-    """A fresh folder under the system temp dir that every user can enter and read."""
-    path = Path(tempfile.mkdtemp(prefix="faceverify-ro-"))
-    path.chmod(0o755)
-    return path
 
 
 def make_read_only(path: Path) -> None:
@@ -30,17 +21,14 @@ def make_read_only(path: Path) -> None:
     path.chmod(0o555)
 
 
-def run_cli(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess:
-    """``python -m faceverify.cli ARGS`` as an unprivileged user; returns the finished process.
-
-    As root the switch goes through util-linux's ``setpriv`` (an interpreter installed under
-    root's home, as pyenv does, still starts that way).
-    """
-    env = {**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(home / "mpl"), "OMP_NUM_THREADS": "1"}
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m faceverify.cli ARGS`` without permission-bypassing capabilities."""
     command = [sys.executable, "-m", "faceverify.cli", *args]
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
-            raise RuntimeError("running as root without util-linux's setpriv: cannot drop privileges for this test")
-        command = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+            raise RuntimeError("running as root without util-linux's setpriv: cannot drop the capabilities "
+                               "that bypass permissions, so a read-only folder cannot be tested")
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", *command]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

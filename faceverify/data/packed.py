@@ -82,7 +82,6 @@ def write_packed(
             list(tqdm(pool.map(load, range(len(paths))), total=len(paths), desc="pack", unit="img",
                       disable=not progress))
         images.flush()
-        del images
         names = [str(Path(p).relative_to(relative_to) if relative_to else p) for p in paths]
         return _finish(tmp, out, (len(paths), int(height), int(width), 3), labels, identities, names, meta)
     except BaseException:

@@ -18,7 +18,7 @@ from data_prep.detect import FaceDetector
 from data_prep.prepare import AlignConfig, AlignmentError, align_tree, read_manifest
 from faceverify.cli import main
 from faceverify.data.images import read_rgb
-from tests.unprivileged import make_read_only, run_cli, shared_tmp
+from tests.unprivileged import make_read_only, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,30 +160,17 @@ def test_symlink_loops_and_line_breaks_are_listed_not_fatal(person_tree: Path, t
     assert summary["counts"]["ok"] == 3
 
 
-def test_read_only_dst_is_one_line_exit_2_and_nothing_is_written(faces_dir: Path):
-    scratch = shared_tmp()
+def test_read_only_dst_is_one_line_exit_2_and_nothing_is_written(person_tree: Path, tmp_path: Path):
+    locked = tmp_path / "locked"
+    make_read_only(locked)
     try:
-        src = scratch / "src"
-        (src / "kate").mkdir(parents=True)
-        shutil.copy(faces(faces_dir)["kate_siegel"], src / "kate" / "p1.jpg")
-        for folder in (scratch, src, src / "kate"):
-            folder.chmod(0o755)
-        (src / "kate" / "p1.jpg").chmod(0o644)
-        home = scratch / "home"
-        home.mkdir()
-        home.chmod(0o777)
-        locked = scratch / "locked"
-        make_read_only(locked)
         for dst in (locked, locked / "new"):
-            done = run_cli(["align", str(src), str(dst), "--device", "cpu"], cwd=REPO, home=home)
+            done = run_cli(["align", str(person_tree), str(dst), "--device", "cpu"], cwd=REPO)
             assert done.returncode == 2, done.stderr
             assert done.stderr.strip().count("\n") == 0 and "not writable" in done.stderr
         assert list(locked.iterdir()) == []
     finally:
-        for path in scratch.rglob("*"):
-            if path.is_dir():
-                path.chmod(0o755)
-        shutil.rmtree(scratch)
+        locked.chmod(0o755)
 
 
 @pytest.mark.parametrize("option", [["--batch-size", "0"], ["--limit", "-1"], ["--device", "gpu"],
