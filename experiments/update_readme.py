@@ -124,6 +124,12 @@ def benchmark_section() -> str:
         parts.append(f"- **Data loading**: packed memmap {float(row['packed_images_per_s']):.0f} images/s against "
                      f"{float(row['files_images_per_s']):.0f} decoding the same aligned files, "
                      f"{float(row['speedup']):.0f}x (target 10x).")
+    row = _last(ROOT / "results" / "benchmarks" / "test_suite.csv")
+    if row:
+        parts.append(f"- **Test suite** (`make test` on a fresh clone, {row['device']}, commit {row['commit']}): "
+                     f"{row['tests_passed']} tests in {float(row['test_seconds']) / 60:.1f} min, "
+                     f"{float(row['total_seconds']) / 60:.1f} min with the first install "
+                     "(`experiments/time_tests.sh`).")
     gpu = ROOT / "results" / "gpu"
     if (gpu / "train.csv").is_file():
         rows = _rows(gpu / "train.csv")
