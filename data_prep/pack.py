@@ -13,6 +13,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from data_prep.prepare import read_manifest
 from faceverify.config import ConfigError, check_range
 from faceverify.data.lfw import IMAGE_EXTENSIONS
@@ -132,3 +134,36 @@ def pack_aligned(
     write_packed(out, paths, labels, names, parse_size(config.size), meta, config.workers,
                  progress, relative_to=aligned)
     return meta | {"n_images": len(paths), "n_identities": len(names)}
+
+
+def pack_recordio(rec_dir: str | Path, out: str | Path, config: PackConfig | None = None,
+                  progress: bool = True, cache_dir: str | Path | None = None) -> dict:
+    """``faceverify pack --from-rec``: a RecordIO folder -> the packed format, images in record
+    order, ``labels.npy`` equal to the records' labels (made contiguous ``0..C-1``; ``meta.json``
+    keeps each class's original label value). ``--size`` resizes; ``--min-images`` and
+    ``--exclude-identities`` (by original label value) filter as for trees."""
+    from faceverify.data.packed import write_packed_from
+    from faceverify.data.recordio import RecordIOFolder
+
+    config = config or PackConfig()
+    folder = RecordIOFolder(rec_dir, progress=progress, cache_dir=cache_dir)
+    values = folder.label_values
+    keep = np.ones(len(folder), dtype=bool)
+    excluded = read_identity_list(config.exclude_identities) if config.exclude_identities else set()
+    if excluded:
+        names = np.array([f"{v:g}" for v in values])
+        keep &= ~np.isin(names[folder.labels], sorted(excluded))
+    counts = np.bincount(folder.labels[keep], minlength=folder.num_classes)
+    keep &= counts[folder.labels] >= config.min_images
+    indices = np.flatnonzero(keep)
+    classes, labels = np.unique(folder.labels[indices], return_inverse=True)
+    identities = [f"{values[c]:g}" for c in classes]
+    meta = {
+        "source": str(rec_dir), "source_kind": "recordio", "recordio_layout": folder.layout,
+        "min_images": config.min_images, "exclude_identities_file": config.exclude_identities,
+        "left_out_images": {"excluded_or_below_min_images": int(len(folder) - indices.size)},
+    }
+    names = [f"record {int(folder.image_keys[i])}" for i in indices]
+    write_packed_from(out, int(indices.size), lambda j: folder.image(int(indices[j])), labels.tolist(), identities,
+                      names, parse_size(config.size), meta, config.workers, progress)
+    return meta | {"n_images": int(indices.size), "n_identities": len(identities)}

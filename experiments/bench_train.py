@@ -53,7 +53,7 @@ def training_throughput(name: str, packed: Path, args: argparse.Namespace, work:
         "out": str(work / f"run_{name}"), "device": args.device, "amp": args.amp,
         "channels_last": args.channels_last, "compile": args.compile, "progress": False, "tensorboard": False,
         "log_every": 10_000, "checkpoint_every": 10_000_000,
-        "data": {"packed": str(packed), "batch_size": args.batch_size, "workers": args.workers},
+        "data": {"source": str(packed), "batch_size": args.batch_size, "workers": args.workers},
         "model": {"backbone": name},
         "optim": {"max_iters": args.warmup + args.iters, "lr": 0.01},
         "loss": {"terms": {"softmax": 1.0, "center": 0.003}},

@@ -45,7 +45,7 @@ write_packed_array(Path(sys.argv[1]) / "packed", rng.integers(0, 256, (n, 112, 9
                    np.arange(n) % (n // 8), [f"id{i}" for i in range(n // 8)])
 PY
 python -m torch.distributed.run --standalone --nproc_per_node 1 -m faceverify.cli train out="$WORK/ddp" \
-    data.packed="$WORK/packed" device="$DEVICE" amp=bf16 channels_last=true model.backbone=sphere20 \
+    data.source="$WORK/packed" device="$DEVICE" amp=bf16 channels_last=true model.backbone=sphere20 \
     data.batch_size="$((BATCH < 256 ? BATCH : 256))" data.workers=8 optim.max_iters="$STEPS" log_every=10 \
     progress=false tensorboard=false "loss.terms={softmax: 1.0, center: 0.003}"
 python - "$WORK/ddp/summary.json" "$RESULTS" "$DEVICE" "$STEPS" <<'PY'

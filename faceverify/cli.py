@@ -139,14 +139,19 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="LFW 10-fold verification of an embeddings file or a trained checkpoint",
-        description="Evaluate with the LFW protocol. Give --embeddings EMB.npz, or --checkpoint "
-        "CKPT with --lfw ALIGNED_LFW_DIR. Extra arguments key=value override EvalConfig fields.",
+        help="10-fold verification (LFW tree and/or .bin sets) of an embeddings file or a trained checkpoint",
+        description="Evaluate with the k-fold protocol. Give --embeddings EMB.npz, or --checkpoint CKPT; "
+        "the benchmarks are an aligned LFW tree (--lfw, with --checkpoint) with its --pairs, and/or "
+        "insightface .bin sets (--bin lfw.bin cfp_fp.bin ...). Extra arguments key=value override "
+        "EvalConfig fields.",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--embeddings", type=Path, help="npz with paths, embeddings[, embeddings_flip]")
     source.add_argument("--checkpoint", type=Path, help="a checkpoint written by faceverify train")
     p.add_argument("--lfw", type=Path, help="aligned LFW tree (with --checkpoint)")
+    p.add_argument("--bin", type=Path, nargs="+", metavar="FILE",
+                   help=".bin verification sets (10 consecutive folds each); with --embeddings the npz names "
+                   "their images <set>/<index>")
     p.add_argument("--pairs", type=Path, help="pairs file (default $FACEVERIFY_DATA/lfw/pairs.txt)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--metric", choices=["cosine", "euclidean"])
@@ -173,6 +178,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         "metric": args.metric, "flip": args.flip, "pca": args.pca, "subtract_mean": args.subtract_mean,
     }.items() if v is not None}
     config = merge(config, flags)
+    if args.bin:
+        return _run_eval_bins(args, config)
     pairs_path = args.pairs or lfw_protocol_dir() / "pairs.txt"
     pairs = read_pairs(pairs_path)
     folds = _parse_folds(args.folds, pairs.n_folds)
@@ -189,6 +196,42 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         metrics = evaluate_embeddings_file(args.embeddings, pairs_path, args.out, config, pairs=pairs)
     _print_metrics(metrics, args.out)
+    return 0
+
+
+def _run_eval_bins(args: argparse.Namespace, config) -> int:
+    """``eval --bin ...``: every set (and the LFW tree, if given) in one table."""
+    from faceverify.evaluation.benchmarks import (
+        benchmark_table,
+        benchmarks_from,
+        evaluate_benchmarks,
+        evaluate_embeddings_on_bins,
+    )
+
+    if args.folds:
+        raise UsageError("--folds applies to a pairs file; .bin sets are always scored on all their folds")
+    if args.checkpoint is not None:
+        from faceverify.training.distributed import resolve_device
+        from faceverify.training.evaluate import check_aligned_tree, load_backbone
+
+        device = resolve_device(args.device or "auto")
+        model, input_size, _ = load_backbone(args.checkpoint, device)
+        pairs = None
+        if args.lfw is not None:
+            from faceverify.data.locate import lfw_protocol_dir
+
+            check_aligned_tree(args.lfw, input_size)
+            pairs = args.pairs or lfw_protocol_dir() / "pairs.txt"
+        benchmarks = benchmarks_from(args.lfw, pairs, args.bin)
+        results = evaluate_benchmarks(model, benchmarks, config, input_size, device, args.out,
+                                      source={"checkpoint": str(args.checkpoint)})
+    else:
+        if args.lfw is not None:
+            raise UsageError("--lfw goes with --checkpoint; with --embeddings give the LFW pairs as --pairs "
+                             "in a separate eval")
+        results = evaluate_embeddings_on_bins(args.embeddings, args.bin, config, args.out)
+    print(benchmark_table(results), end="")
+    print(f"wrote {args.out / 'benchmarks.md'}, {args.out / 'benchmarks.json'} and one folder per set")
     return 0
 
 
@@ -296,8 +339,10 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
         description="Write OUT/images.u8 [N, H, W, 3], labels.npy, paths.txt and meta.json from an "
         "aligned folder (its manifest.csv decides which crops are usable).",
     )
-    p.add_argument("aligned", type=Path)
-    p.add_argument("out", type=Path)
+    p.add_argument("aligned", type=Path, nargs="?", help="aligned folder (or give --from-rec)")
+    p.add_argument("out", type=Path, nargs="?")
+    p.add_argument("--from-rec", type=Path, metavar="REC_DIR",
+                   help="convert an insightface RecordIO folder (train.rec, train.idx, property) instead")
     p.add_argument("--min-images", type=int, help="leave out identities with fewer images")
     p.add_argument("--exclude-identities", help="file of identity folder names to leave out")
     p.add_argument("--only-detected", action="store_true", default=None, help="leave out fallback crops")
@@ -312,9 +357,97 @@ def _run_pack(args: argparse.Namespace) -> int:
     flags = {"min_images": args.min_images, "exclude_identities": args.exclude_identities,
              "only_detected": args.only_detected, "size": args.size, "workers": args.workers}
     config = merge(PackConfig(), {k: v for k, v in flags.items() if v is not None})
+    if args.from_rec is not None:
+        from data_prep.pack import pack_recordio
+
+        out = args.out or args.aligned  # `pack --from-rec REC OUT`: the one positional is OUT
+        if out is None or (args.out is not None and args.aligned is not None):
+            raise UsageError("usage: faceverify pack --from-rec REC_DIR OUT")
+        meta = pack_recordio(args.from_rec, out, config, cache_dir=Path(out).parent / ".recordio-cache")
+        print(f"packed {meta['n_images']} images of {meta['n_identities']} identities from {args.from_rec} "
+              f"({meta['recordio_layout']} layout) into {out}")
+        return 0
+    if args.aligned is None or args.out is None:
+        raise UsageError("usage: faceverify pack ALIGNED_DIR OUT (or --from-rec REC_DIR OUT)")
     meta = pack_aligned(args.aligned, args.out, config)
     print(f"packed {meta['n_images']} images of {meta['n_identities']} identities into {args.out}; "
           f"left out: {meta['left_out_images'] or 'nothing'}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write aligned data as insightface RecordIO (rec) or a .bin verification set (bin)",
+        description="faceverify export rec ALIGNED_TREE OUT [--layout legacy|builder] writes train.rec, "
+        "train.idx and property; faceverify export bin ALIGNED_LFW PAIRS OUT.bin writes the pairs' images "
+        "(in file order, so the 10 consecutive folds are the pairs file's folds).",
+    )
+    p.add_argument("what", choices=["rec", "bin"])
+    p.add_argument("paths", nargs="+", type=Path, help="rec: ALIGNED_TREE OUT; bin: ALIGNED_LFW PAIRS OUT.bin")
+    p.add_argument("--layout", choices=["legacy", "builder"], default="legacy", help="rec: record layout")
+    p.add_argument("--encoding", choices=["jpg", "png"], default="jpg",
+                   help="image encoding (jpg: quality 95 like insightface's packs; png keeps pixels exact)")
+    p.add_argument("--min-images", type=int, default=1, help="rec: leave out identities with fewer images")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from data_prep.export import export_bin, export_recordio
+
+    if args.what == "rec":
+        if len(args.paths) != 2:
+            raise UsageError("usage: faceverify export rec ALIGNED_TREE OUT")
+        if args.min_images < 1:
+            raise UsageError(f"--min-images must be >= 1, got {args.min_images}")
+        summary = export_recordio(args.paths[0], args.paths[1], args.layout, args.encoding, args.min_images)
+        print(f"wrote {summary['images']} images of {summary['identities']} identities ({args.layout} layout) "
+              f"to {args.paths[1]}/train.rec, train.idx, property")
+    else:
+        if len(args.paths) != 3:
+            raise UsageError("usage: faceverify export bin ALIGNED_LFW PAIRS OUT.bin")
+        summary = export_bin(args.paths[0], args.paths[1], args.paths[2], args.encoding)
+        print(f"wrote {summary['pairs']} pairs ({summary['images']} images, {summary['folds']} fold(s) in the "
+              f"pairs file) to {args.paths[2]}")
+    return 0
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce a published result end to end: prepare the data, train the recipe, evaluate every benchmark",
+        description="RECIPE is a name from experiments/configs/ (casia_A_softmax, casia_B_contrastive, casia_C_center, "
+        "ms1m_iresnet50_center, ms1m_iresnet50_arcface, ...) or a YAML path. --train is a RecordIO folder "
+        "(faces_webface_112x112, faces_emore, ...), a packed folder, or an image tree (aligned here unless it "
+        "holds faceverify's manifest.csv; with CASIA's names.txt the LFW identities are left out). Benchmarks: "
+        "an LFW folder (--lfw) and/or a folder of .bin sets (--bin-dir). Everything goes under --out; re-run "
+        "the same command to resume. key=value arguments override the recipe (the result is then marked "
+        "complete: false).",
+    )
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe's TrainConfig")
+    p.add_argument("--train", type=Path, required=True, help="training data (RecordIO, packed folder or image tree)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: work/, train/, eval/, result.json")
+    p.add_argument("--lfw", type=Path, help="LFW folder with pairs.txt and an image tree (only pair images are aligned)")
+    p.add_argument("--bin-dir", type=Path, help="folder of .bin verification sets (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)")
+    p.add_argument("--names", type=Path, help="CASIA-WebFace names.txt (default: TRAIN/names.txt if present)")
+    p.add_argument("--record", action="store_true", help="append the result to results/reproduce/reproduce.csv")
+    p.add_argument("--restart", action="store_true", help="move an earlier training run in OUT/train aside first")
+    p.set_defaults(func=_run_reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from faceverify.reproduce import run_reproduce
+
+    if args.lfw is None and args.bin_dir is None:
+        from faceverify.data.locate import DATA_ENV, data_root
+
+        root = data_root(required=False)
+        if root is None or not (root / "lfw" / "pairs.txt").is_file():
+            raise UsageError(f"give --lfw LFW_DIR and/or --bin-dir BIN_DIR (or set {DATA_ENV} to a folder with lfw/)")
+        args.lfw = root / "lfw"
+    run_reproduce(args.recipe, args.train, args.out, args.lfw, args.bin_dir, args.overrides, args.names,
+                  record=args.record, restart=args.restart)
     return 0
 
 
@@ -365,7 +498,7 @@ def _run_casia_overlap(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- main
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_align, _add_pack, _add_train, _add_ablate, _add_demo, _add_lfw, _add_casia_overlap, _add_eval,
-    _add_baseline,
+    _add_baseline, _add_export, _add_reproduce,
 ]
 
 

@@ -8,6 +8,8 @@ any skipped test at all turns the run red, because a green run that skipped test
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,51 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter:
             reporter.write_line(f"FACEVERIFY_REQUIRE_DATA=1: {skipped} test(s) skipped; failing the run")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@dataclass(frozen=True)
+class MiniLFW:
+    """A small real LFW: 40 View 2 pairs (2 matched + 2 mismatched from each of the 10 folds, so
+    the folds are LFW's), their photos, people.txt; and a training tree of 12 other LFW people
+    (6 photos each, none in the pairs)."""
+
+    root: Path  # pairs.txt, people.txt, lfw-deepfunneled/
+    train_tree: Path  # <Name>/<Name>_NNNN.jpg, unaligned
+    train_people: tuple[str, ...]
+
+    @property
+    def images(self) -> Path:
+        return self.root / "lfw-deepfunneled"
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs.txt"
+
+
+@pytest.fixture(scope="session")
+def mini_lfw(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> MiniLFW:
+    from faceverify.data.lfw import read_pairs, read_people
+
+    base = tmp_path_factory.mktemp("mini_lfw")
+    root = base / "lfw"
+    lines = (lfw_dir / "pairs.txt").read_text().splitlines()
+    chosen = ["10\t2"]
+    for fold in range(10):
+        start = 1 + 600 * fold
+        chosen += lines[start : start + 2] + lines[start + 300 : start + 302]
+    root.mkdir()
+    (root / "pairs.txt").write_text("\n".join(chosen) + "\n")
+    shutil.copy(lfw_dir / "people.txt", root / "people.txt")
+    pairs = read_pairs(root / "pairs.txt")
+    for key in pairs.keys:
+        (root / "lfw-deepfunneled" / key.split("/")[0]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(lfw_dir / "lfw-deepfunneled" / f"{key}.jpg", root / "lfw-deepfunneled" / f"{key}.jpg")
+    in_pairs = {k.split("/")[0] for k in pairs.keys}
+    people = read_people(lfw_dir / "people.txt")
+    names = tuple(n for n, c in people[9].items() if c >= 6 and n not in in_pairs)[:12]
+    tree = base / "train"
+    for name in names:
+        (tree / name).mkdir(parents=True)
+        for i in range(1, 7):
+            shutil.copy(lfw_dir / "lfw-deepfunneled" / name / f"{name}_{i:04d}.jpg", tree / name)
+    return MiniLFW(root, tree, names)

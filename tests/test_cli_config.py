@@ -23,7 +23,7 @@ def printed(capsys: pytest.CaptureFixture, argv: list[str], tmp_path: Path) -> d
 
 def test_train_dotted_override_adds_a_term_and_keeps_softmax(capsys, tmp_path: Path):
     config = tmp_path / "C.yaml"
-    config.write_text("data: {packed: x}\nloss:\n  terms: {softmax: 1.0}\n")
+    config.write_text("data: {source: x}\nloss:\n  terms: {softmax: 1.0}\n")
     resolved = printed(capsys, ["train", str(config), "loss.terms.center=0.003", "--print-config"], tmp_path)
     assert resolved["loss"]["terms"] == {"softmax": 1.0, "center": 0.003}
     assert resolved["loss"]["center"] == {"alpha": 0.5, "update": "paper", "lr": 0.5}

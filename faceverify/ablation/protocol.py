@@ -19,7 +19,14 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from data_prep.pack import PackConfig, pack_aligned
-from faceverify.data.lfw import PairsProtocol, identity_of_key, people_keys, read_pairs, read_people, resolve_image_paths
+from faceverify.data.lfw import (
+    PairsProtocol,
+    identity_of_key,
+    people_keys,
+    read_pairs,
+    read_people,
+    resolve_image_paths,
+)
 from faceverify.evaluation.verification import best_threshold, pair_similarity, threshold_at_far
 
 

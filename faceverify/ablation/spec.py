@@ -154,7 +154,7 @@ def train_config(spec: AblationSpec, cell: Cell, packed: Path, out: Path) -> Tra
                          "warmup_iters": min(tree["optim"].get("warmup_iters", 0), spec.max_iters // 4)}
     tree["seed"] = cell.seed
     tree["out"] = str(out)
-    tree.setdefault("data", {})["packed"] = str(packed)
+    tree.setdefault("data", {})["source"] = str(packed)
     return from_dict(TrainConfig, tree)
 
 

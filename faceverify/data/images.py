@@ -63,7 +63,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
             image.load()  # force a full decode so truncation is detected here
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
-            array = np.asarray(rgb, dtype=np.uint8)
+            array = np.array(rgb, dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
     except UnidentifiedImageError as err:
         raise UnreadableImageError(path, f"not a recognised image format ({err})") from err
     except (OSError, SyntaxError, ValueError) as err:

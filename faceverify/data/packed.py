@@ -21,7 +21,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -46,32 +46,52 @@ def write_packed(
     relative_to: Path | None = None,
 ) -> Path:
     """Decode ``paths`` (resized to ``image_size`` (H, W) if given) into a packed folder ``out``."""
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
-    if len(paths) == 0:
-        raise ValueError("nothing to pack: no images left after filtering")
-    if len(paths) != len(labels):
-        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     broken = [str(p) for p in paths if "\n" in str(p) or "\r" in str(p)]
     if broken:
         raise ValueError(f"{len(broken)} file name(s) contain a line break, which paths.txt cannot hold "
                          f"(first: {broken[0]!r}); rename them")
+    names = [str(Path(p).relative_to(relative_to) if relative_to else p) for p in paths]
+    return write_packed_from(out, len(paths), lambda i: read_rgb(paths[i]), labels, identities, names,
+                             image_size, meta, workers, progress)
+
+
+def write_packed_from(
+    out: str | Path,
+    count: int,
+    load_image: Callable[[int], np.ndarray],
+    labels: Sequence[int],
+    identities: Sequence[str],
+    names: Sequence[str],
+    image_size: tuple[int, int] | None = None,
+    meta: dict[str, Any] | None = None,
+    workers: int = 4,
+    progress: bool = True,
+) -> Path:
+    """Pack ``count`` images given by ``load_image(i) -> uint8 [H, W, 3]`` (files, RecordIO records)
+    into ``out``; resized to ``image_size`` if given, else all must share the first one's size.
+    Written under ``out.partial`` and renamed when complete; removed on any failure."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
+    if count == 0:
+        raise ValueError("nothing to pack: no images left after filtering")
+    if count != len(labels) or count != len(names):
+        raise ValueError(f"{count} images but {len(labels)} labels and {len(names)} names")
     # without a target size the first image sets it (and every other image must match)
-    height, width = image_size if image_size is not None else read_rgb(paths[0]).shape[:2]
+    height, width = image_size if image_size is not None else load_image(0).shape[:2]
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)  # left by a killed run
     tmp.mkdir(parents=True)
     try:
-        images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(len(paths), height, width, 3))
+        images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(count, height, width, 3))
 
         def load(i: int) -> None:
-            image = read_rgb(paths[i])
+            image = load_image(i)
             if image.shape[:2] != (height, width):
                 if image_size is None:
                     raise ValueError(
-                        f"{paths[i]} is {image.shape[1]}x{image.shape[0]} (WxH) but the first image is "
+                        f"{names[i]} is {image.shape[1]}x{image.shape[0]} (WxH) but the first image is "
                         f"{width}x{height}; give a target size to resize them all (faceverify pack --size HxW, "
                         "e.g. --size 112x96)"
                     )
@@ -79,11 +99,9 @@ def write_packed(
             images[i] = image
 
         with ThreadPoolExecutor(max(workers, 1)) as pool:
-            list(tqdm(pool.map(load, range(len(paths))), total=len(paths), desc="pack", unit="img",
-                      disable=not progress))
+            list(tqdm(pool.map(load, range(count)), total=count, desc="pack", unit="img", disable=not progress))
         images.flush()
-        names = [str(Path(p).relative_to(relative_to) if relative_to else p) for p in paths]
-        return _finish(tmp, out, (len(paths), int(height), int(width), 3), labels, identities, names, meta)
+        return _finish(tmp, out, (count, int(height), int(width), 3), labels, identities, names, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
         raise

@@ -1,4 +1,4 @@
-"""Pixel normalisation and flips, applied to whole batches on the training device.
+"""Pixel normalisation, flips and fitting crops to the network, on whole batches on the device.
 
 Wen et al. (ECCV 2016) feed ``(p - 127.5) / 128`` of each RGB pixel ``p``; doing it on the device
 after a uint8 host-to-device copy moves 4x fewer bytes than normalising in the loader.
@@ -6,6 +6,8 @@ after a uint8 host-to-device copy moves 4x fewer bytes than normalising in the l
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 
 PIXEL_MEAN = 127.5
@@ -42,3 +44,77 @@ def random_horizontal_flip(batch: torch.Tensor, generator: torch.Generator | Non
     flip = torch.rand(batch.shape[0], generator=generator, device="cpu") < 0.5
     flip = flip.to(batch.device)
     return torch.where(flip[:, None, None, None], torch.flip(batch, dims=(3,)), batch)
+
+
+# ----------------------------------------------------------------------------- fitting crops to a network
+def parse_hw(text: str) -> tuple[int, int]:
+    """``"112x96"`` -> ``(112, 96)`` (height, width)."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"a size must look like HxW (e.g. 112x96), got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"a size must be positive, got {text!r}")
+    return height, width
+
+
+def template_crop(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int] | None:
+    """Columns ``(x0, x1)`` that turn an ArcFace-template crop (square, 112x112 scaled) into the
+    Wen et al. / SphereFace one (112x96 scaled), or None when no such crop applies.
+
+    The two 5-point templates differ by exactly 8 px in x at 112 px height, so the 112x96 crop is
+    columns 8..103 of the 112x112 one (scaled with the image).
+    """
+    height, width = size
+    target_h, target_w = target
+    if height == width and abs(target_w / target_h - 96 / 112) < 1e-6:
+        x0 = round(8 * height / 112)
+        return x0, x0 + round(96 * height / 112)
+    return None
+
+
+def check_fit(size: tuple[int, int], target: tuple[int, int]) -> str:
+    """How crops of ``size`` reach a network taking ``target`` (both HxW): ``"same"``, ``"crop"``
+    (112x112 -> 112x96 template crop, then a resize if needed) or ``"resize"`` (aspect within 10%).
+    Raises ValueError for crops that cannot become the network's input without distortion."""
+    if tuple(size) == tuple(target):
+        return "same"
+    if template_crop(size, target) is not None:
+        return "crop"
+    if abs(size[0] / size[1] - target[0] / target[1]) <= 0.1 * target[0] / target[1]:
+        return "resize"  # within 10% of the aspect ratio (e.g. AT&T's 112x92 for a 112x96 network)
+    raise ValueError(
+        f"crops of {size[0]}x{size[1]} cannot feed a network taking {target[0]}x{target[1]} without distortion "
+        "(only 112x112 -> 112x96 template crops and same-aspect resizes are supported); align with the "
+        "network's template (faceverify align --template 112x96 or 112x112)"
+    )
+
+
+def fit_to_input(images: torch.Tensor, target: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` batch (on any device) -> ``[B, h, w, 3]`` the network takes (see
+    :func:`check_fit`): the template crop is a column slice, the resize an area average."""
+    size = (int(images.shape[1]), int(images.shape[2]))
+    mode = check_fit(size, target)
+    if mode == "same":
+        return images
+    columns = template_crop(size, target)
+    if columns is not None:
+        images = images[:, :, columns[0] : columns[1]]
+    if (int(images.shape[1]), int(images.shape[2])) == tuple(target):
+        return images.contiguous()
+    resized = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2).float(), size=target, mode="area")
+    return resized.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def fit_array(image: np.ndarray, target: tuple[int, int]) -> np.ndarray:
+    """The same for one uint8 ``[H, W, 3]`` array (evaluation loaders), resizing with cv2's area filter."""
+    size = image.shape[:2]
+    mode = check_fit(size, target)
+    if mode == "same":
+        return image
+    columns = template_crop(size, target)
+    if columns is not None:
+        image = image[:, columns[0] : columns[1]]
+    if image.shape[:2] != tuple(target):
+        image = cv2.resize(image, (target[1], target[0]), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)

@@ -10,20 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from faceverify.data.images import read_rgb
-from faceverify.data.transforms import horizontal_flip, to_network_input
+from faceverify.data.transforms import fit_array, horizontal_flip, to_network_input
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class ImageFiles(Dataset):
-    """uint8 ``[H, W, 3]`` tensors of image files, resized to ``image_size`` (H, W) if given."""
+    """uint8 ``[H, W, 3]`` tensors of image files, fitted to ``image_size`` (H, W) if given (the
+    112x112 -> 112x96 template crop, or a same-aspect resize; see ``transforms.check_fit``)."""
 
     def __init__(self, paths: Sequence[str | Path], image_size: tuple[int, int] | None = None):
         self.paths = [Path(p) for p in paths]
@@ -34,9 +34,8 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = read_rgb(self.paths[index])
-        if self.image_size is not None and image.shape[:2] != tuple(self.image_size):
-            height, width = self.image_size
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        if self.image_size is not None:
+            image = fit_array(image, tuple(self.image_size))
         return torch.from_numpy(image)
 
 
@@ -70,6 +69,35 @@ def embed_images(
     features = np.concatenate(plain) if plain else np.zeros((0, 0), np.float32)
     features_flip = np.concatenate(flipped) if with_flip and flipped else None
     return features, features_flip
+
+
+@torch.no_grad()
+def embed_arrays(
+    embed: EmbedFn,
+    images: np.ndarray,
+    *,
+    image_size: tuple[int, int] | None = None,
+    batch_size: int = 128,
+    with_flip: bool = True,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Embed uint8 ``[N, H, W, 3]`` images already in memory (a decoded ``.bin`` set), fitted to
+    ``image_size`` exactly as image files are (``fit_array``), so a set exported from a tree scores
+    as the tree does -> ``(features [N, D], features of the mirrored images or None)``."""
+    plain: list[np.ndarray] = []
+    flipped: list[np.ndarray] = []
+    for start in tqdm(range(0, len(images), batch_size), desc="embed", unit="batch", disable=not progress,
+                      leave=False):
+        chunk = images[start : start + batch_size]
+        if image_size is not None:
+            chunk = np.stack([fit_array(image, tuple(image_size)) for image in chunk])
+        batch = to_network_input(torch.from_numpy(np.ascontiguousarray(chunk)), device)
+        plain.append(embed(batch).float().cpu().numpy())
+        if with_flip:
+            flipped.append(embed(horizontal_flip(batch)).float().cpu().numpy())
+    features = np.concatenate(plain) if plain else np.zeros((0, 0), np.float32)
+    return features, (np.concatenate(flipped) if with_flip and flipped else None)
 
 
 def combine_flip(

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from faceverify.config import check_range, save_config
-from faceverify.io import atomic_write, write_text
 from faceverify.data.lfw import (
     PairsProtocol,
     identity_of_key,
@@ -32,6 +31,7 @@ from faceverify.evaluation.embed import EmbedFn, combine_flip, embed_images
 from faceverify.evaluation.report import markdown_report, plot_roc, write_json
 from faceverify.evaluation.retrieval import recall_at_k
 from faceverify.evaluation.verification import VerificationResult, evaluate_features
+from faceverify.io import atomic_write, write_text
 
 
 @dataclass
@@ -41,6 +41,7 @@ class EvalConfig:
     metric: Literal["cosine", "euclidean"] = "cosine"
     flip: Literal["none", "concat", "sum"] = "none"
     pca: int = 0  # 0 = no PCA; else the dimension, fitted per fold on the nine training folds
+    pca_clip: bool = False  # lower pca to min(training images, feature dim) instead of refusing
     subtract_mean: bool = False  # subtract the training folds' mean feature (per fold)
     folds: list[int] = field(default_factory=list)  # 1-based held-out folds to report; [] = all
     far_targets: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
@@ -182,9 +183,11 @@ def evaluate_embeddings(
         subtract_mean=config.subtract_mean,
         far_targets=tuple(config.far_targets),
         test_folds=[f - 1 for f in config.folds] if config.folds else None,
+        clip_pca=config.pca_clip,
     )
     labels = [identity_of_key(k) for k in embeddings.keys]
-    recall = recall_at_k(features, labels, config.recall_ks, metric=config.metric)
+    # Recall@K needs identities: a .bin set's keys carry none (every key is "<set>/<index>")
+    recall = recall_at_k(features, labels, config.recall_ks, metric=config.metric) if len(set(labels)) > 1 else {}
     metrics = result.to_dict()
     metrics.update(
         recall_at_k=recall,

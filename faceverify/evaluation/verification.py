@@ -159,6 +159,7 @@ def fold_scores(
     pca_dim: int = 0,
     subtract_mean: bool = False,
     test_folds: list[int] | None = None,
+    clip_pca: bool = False,
 ) -> np.ndarray:
     """Scores of every pair under each fold's transform -> ``[n_folds, N]``.
 
@@ -167,6 +168,8 @@ def fold_scores(
         index_a, index_b: ``[N]`` rows of ``features`` forming each pair.
         fold: ``[N]`` fold of each pair.
         pca_dim: 0 for none, else the PCA dimension fitted on the training folds' images.
+        clip_pca: lower ``pca_dim`` to what the training folds allow (min(images, feature dim))
+            instead of raising; small benchmarks and smoke runs use it.
         subtract_mean: subtract the training folds' mean feature first.
 
     Row k holds the scores computed with the transform fitted on folds != k (when a fold has no
@@ -188,11 +191,11 @@ def fold_scores(
         transformed = features
         if pca_dim:
             limit = min(fit.shape[0], fit.shape[1])
-            if pca_dim > limit:
+            if pca_dim > limit and not clip_pca:
                 raise ValueError(
                     f"pca dimension {pca_dim} exceeds min(training images, feature dim) = {limit}"
                 )
-            pca = PCA(n_components=pca_dim, svd_solver="full").fit(fit)
+            pca = PCA(n_components=min(pca_dim, limit), svd_solver="full").fit(fit)
             transformed = pca.transform(features)  # centres on the training mean
         elif subtract_mean:
             transformed = features - fit.mean(axis=0, keepdims=True)
@@ -294,10 +297,12 @@ def evaluate_features(
     subtract_mean: bool = False,
     far_targets: tuple[float, ...] = (1e-3, 1e-2),
     test_folds: list[int] | None = None,
+    clip_pca: bool = False,
 ) -> VerificationResult:
     """Per-fold transforms, scores and the k-fold protocol in one call (see module docstring);
-    ``test_folds`` (0-based) as in :func:`evaluate_scores`."""
+    ``test_folds`` (0-based) as in :func:`evaluate_scores`, ``clip_pca`` as in :func:`fold_scores`."""
     n_folds = int(np.max(fold)) + 1 if np.size(fold) else 0
     folds = check_test_folds(test_folds, n_folds)
-    rows = fold_scores(features, index_a, index_b, fold, metric, pca_dim, subtract_mean, test_folds=folds)
+    rows = fold_scores(features, index_a, index_b, fold, metric, pca_dim, subtract_mean, test_folds=folds,
+                       clip_pca=clip_pca)
     return evaluate_scores(rows, same, fold, metric, far_targets, test_folds=folds)

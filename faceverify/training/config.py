@@ -7,32 +7,34 @@ the loss terms default to softmax alone and recipes add the rest. YAML files hol
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Literal
 
-from faceverify.config import ConfigError, check_device, check_range
+from faceverify.config import ConfigError, check_device, check_range, to_dict
+from faceverify.data.transforms import parse_hw
 from faceverify.losses.objective import LossConfig
 
-
 # Keys that may differ when a run is resumed: they change how fast or how visibly a run goes,
-# not what it computes (``data.packed`` is checked by the pack's fingerprint instead of its path,
+# not what it computes (``data.source`` is checked by the pack's fingerprint instead of its path,
 # ``optim.max_iters`` by Trainer's own rule). Every other key must equal the checkpoint's.
 RESUME_NEUTRAL: tuple[str, ...] = (
     "out", "device", "compile", "channels_last", "deterministic", "log_every", "checkpoint_every",
-    "keep_best", "tensorboard", "progress", "data.workers", "data.pin_memory", "data.packed",
+    "keep_best", "tensorboard", "progress", "data.workers", "data.pin_memory", "data.source", "data.decode",
     "optim.max_iters",
 )
 
 
 @dataclass
 class DataConfig:
-    packed: str = ""  # folder written by `faceverify pack`
+    source: str = ""  # a folder written by `faceverify pack`, or a RecordIO folder (train.rec, train.idx)
     sampler: Literal["auto", "shuffle", "pk"] = "auto"  # auto: pk when a pair loss needs it
     batch_size: int = 256  # global batch (all ranks together)
     k: int = 4  # images per identity with the PK sampler (P = batch_size / k)
     flip: bool = True  # random horizontal flip, on the device
     workers: int = 2
     pin_memory: bool = True
+    decode: Literal["cpu", "gpu"] = "cpu"  # RecordIO JPEGs: in the loader's workers, or in batches on the GPU
 
     def __post_init__(self) -> None:
         check_range("batch_size", self.batch_size, 1)
@@ -46,10 +48,18 @@ class ModelConfig:
     embedding_dim: int = 512
     width: float = 1.0  # channel multiplier (small CPU variants use e.g. 0.25)
     batch_norm: bool = False  # BN after convs for the plain (non-iresnet) backbones
+    # HxW the network takes; "" = the data's crop size. A 112x96 network on 112x112 data gets the
+    # template crop (columns 8..103) on the device; other sizes of the same aspect are resized.
+    input: str = ""
 
     def __post_init__(self) -> None:
         check_range("embedding_dim", self.embedding_dim, 1)
         check_range("width", self.width, 0, strict_min=True)
+        if self.input:
+            try:
+                parse_hw(self.input)
+            except ValueError as err:
+                raise ConfigError(f"input: {err}") from None
 
 
 @dataclass
@@ -83,10 +93,16 @@ class OptimConfig:
 
 @dataclass
 class EvalDuringTraining:
-    every: int = 0  # iterations between LFW checks; 0 = off
+    """Benchmarks checked every ``every`` iterations: an aligned LFW tree with its pairs file
+    (named ``lfw``) and/or insightface ``.bin`` sets (named by file stem). Each is logged as
+    ``eval/<name>/accuracy``; ``best.pt`` follows ``best`` (a set's name, or ``mean`` of all)."""
+
+    every: int = 0  # iterations between checks; 0 = off
     lfw: str = ""  # aligned LFW tree
     pairs: str = ""  # pairs file (e.g. View 1 pairsDevTest.txt, or pairs.txt with `folds`)
     folds: list[int] = field(default_factory=list)  # 1-based folds of a View 2 file; [] = all
+    bins: list[str] = field(default_factory=list)  # .bin verification sets (lfw.bin, cfp_fp.bin, ...)
+    best: str = "mean"  # the set best.pt follows: "lfw", a .bin stem (e.g. cfp_fp), or "mean"
     flip: Literal["none", "concat", "sum"] = "concat"
 
     def __post_init__(self) -> None:
@@ -122,3 +138,18 @@ class TrainConfig:
         check_range("checkpoint_every", self.checkpoint_every, 1)
         if not self.out:
             raise ConfigError("out must name the run's output folder")
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+    """A checkpoint's resolved config in today's keys: ``data.packed`` became ``data.source``;
+    keys added since (``model.input``, ``data.decode``, ``eval.bins``, ``eval.best``) get their
+    defaults. Returns a new mapping."""
+    upgraded = copy.deepcopy(saved)
+    data = upgraded.setdefault("data", {})
+    if "packed" in data:
+        data.setdefault("source", data.pop("packed"))
+    defaults = to_dict(TrainConfig())
+    for section in ("data", "model", "eval", "optim", "loss"):
+        for key, value in defaults[section].items():
+            upgraded.setdefault(section, {}).setdefault(key, copy.deepcopy(value))
+    return upgraded

@@ -15,14 +15,14 @@ from faceverify.data.lfw import PairsProtocol, list_image_tree
 from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
 from faceverify.models.backbones import build_backbone
 from faceverify.training.checkpoint import load_checkpoint
-from faceverify.training.config import TrainConfig
+from faceverify.training.config import TrainConfig, upgrade_saved_config
 from faceverify.training.distributed import resolve_device
 
 
 def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, tuple[int, int], TrainConfig]:
     """(backbone in eval mode, its input size (H, W), the training config) from a checkpoint."""
     state = load_checkpoint(checkpoint, map_location="cpu")
-    config = from_resolved(TrainConfig, state["config"])
+    config = from_resolved(TrainConfig, upgrade_saved_config(state["config"]))
     input_size = tuple(state["input_size"])
     model = build_backbone(config.model.backbone, config.model.embedding_dim, config.model.width,
                            input_size, config.model.batch_norm)

@@ -44,16 +44,19 @@ from torch.utils.data import DataLoader
 from faceverify.config import changed_keys, save_config, to_dict
 from faceverify.data.lfw import read_pairs
 from faceverify.data.packed import PackedFaces, collate_batch
+from faceverify.data.recordio import RecordFaces, decode_batch_on_gpu
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
-from faceverify.data.transforms import to_network_input
+from faceverify.data.sources import open_training_data
+from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, to_network_input
+from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
 from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
+from faceverify.io import check_writable_dir, move_aside, write_json, write_text
 from faceverify.losses.objective import Objective, ObjectiveOutput
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import git_commit
 from faceverify.training import distributed
-from faceverify.io import check_writable_dir, move_aside, write_json, write_text
 from faceverify.training.checkpoint import load_checkpoint, save_checkpoint
-from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
+from faceverify.training.config import RESUME_NEUTRAL, TrainConfig, upgrade_saved_config
 from faceverify.training.logging import MetricsLogger, progress_bar
 from faceverify.training.seed import rng_state, seed_everything, set_rng_state
 
@@ -158,11 +161,21 @@ class Trainer:
         self.state = TrainState()
         self._stop_requested = False
         seed_everything(config.seed, config.deterministic)
-        if not config.data.packed:
-            raise ValueError("data.packed is empty: point it at a folder written by `faceverify pack`")
-        self.dataset = PackedFaces(Path(config.data.packed))
-        self.input_size = self.dataset.image_size
         device = self.info.device
+        if config.data.decode == "gpu" and device.type != "cuda":
+            raise ValueError(f"data.decode=gpu needs a CUDA device, the run uses {device}")
+        self.dataset = open_training_data(config.data.source, cache_dir=self.out_dir.parent / ".recordio-cache",
+                                          encoded=config.data.decode == "gpu", progress=self.info.is_main)
+        # the network's input: model.input, or the data's crop size; 112x112 data feeding a 112x96
+        # network gets the template crop on the device (see transforms.check_fit)
+        if config.eval.every:  # a misnamed set fails now, not at the first check
+            names = [b.name for b in benchmarks_from(config.eval.lfw or None, config.eval.pairs or None,
+                                                     config.eval.bins)]
+            if config.eval.best != "mean" and config.eval.best not in names:
+                raise ValueError(f"eval.best = {config.eval.best!r} is none of the evaluated sets {names} (or 'mean')")
+        self.data_size = self.dataset.image_size
+        self.input_size = parse_hw(config.model.input) if config.model.input else self.data_size
+        check_fit(self.data_size, self.input_size)
         self.backbone = build_backbone(config.model.backbone, config.model.embedding_dim, config.model.width,
                                        self.input_size, config.model.batch_norm).to(device)
         if config.channels_last:
@@ -279,6 +292,12 @@ class Trainer:
         """One optimiser step. Nothing here reads a value back from the device (except the fp16
         grad scaler, which must); the values are checked later by :meth:`check_finite`."""
         device = self.info.device
+        if isinstance(images_u8, list):  # JPEG bytes from a RecordIO source with data.decode=gpu
+            images_u8 = decode_batch_on_gpu(images_u8, device)
+        else:
+            images_u8 = images_u8.to(device, non_blocking=True)
+        if self.input_size != self.data_size:
+            images_u8 = fit_to_input(images_u8, self.input_size)
         images = to_network_input(images_u8, device, channels_last=self.config.channels_last)
         if self.config.data.flip:
             images = self._flip(images)
@@ -377,7 +396,7 @@ class Trainer:
                     self.state.step += 1
                     self.state.batch_in_epoch += 1
                     step = self.state.step
-                    batch_images = images.shape[0] * self.info.world_size
+                    batch_images = len(images) * self.info.world_size
                     images_seen += batch_images
                     window_images += batch_images
                     for callback in self.callbacks:
@@ -442,30 +461,52 @@ class Trainer:
                              if self.config.channels_last else batch)
 
     def _evaluate(self) -> dict[str, float]:
+        """Check every configured benchmark; returns the log record and keeps ``best.pt`` on the
+        set ``eval.best`` names (or the mean of all)."""
         ev = self.config.eval
-        if not (ev.lfw and ev.pairs):
-            raise ValueError("eval.every is set but eval.lfw / eval.pairs are empty")
-        pairs = read_pairs(ev.pairs)
-        if ev.folds:
-            pairs = pairs.subset([f - 1 for f in ev.folds])
-        self.backbone.eval()
-        with torch.no_grad():
-            metrics = evaluate_embedder(self.embed, ev.lfw, ev.pairs, None, EvalConfig(flip=ev.flip),
-                                        image_size=self.input_size, device=self.info.device, progress=False,
-                                        pairs=pairs) if self.info.is_main else {"accuracy": 0.0}
-        self.backbone.train()
-        accuracy = float(metrics["accuracy"])
-        if accuracy > self.state.best_accuracy:
-            self.state.best_accuracy, self.state.best_step = accuracy, self.state.step
+        if not (ev.lfw and ev.pairs) and not ev.bins:
+            raise ValueError("eval.every is set but no benchmark is: give eval.lfw + eval.pairs and/or eval.bins")
+        if bool(ev.lfw) != bool(ev.pairs):
+            raise ValueError("eval.lfw and eval.pairs go together (an aligned LFW tree and its pairs file)")
+        record: dict[str, float] = {}
+        accuracies: dict[str, float] = {}
+        if self.info.is_main:
+            self.backbone.eval()
+            config = EvalConfig(flip=ev.flip)
+            with torch.no_grad():
+                for benchmark in benchmarks_from(ev.lfw or None, ev.pairs or None, ev.bins):
+                    if benchmark.kind == "tree":
+                        pairs = read_pairs(benchmark.pairs)
+                        if ev.folds:  # cross-validated within these folds, for speed
+                            pairs = pairs.subset([f - 1 for f in ev.folds])
+                        metrics = evaluate_embedder(self.embed, benchmark.path, benchmark.pairs, None, config,
+                                                    image_size=self.input_size, device=self.info.device,
+                                                    progress=False, pairs=pairs)
+                    else:
+                        metrics = evaluate_benchmark(self.embed, benchmark, config, self.input_size,
+                                                     self.info.device, progress=False)
+                    accuracies[benchmark.name] = float(metrics["accuracy"])
+                    record[f"eval/{benchmark.name}/auc"] = float(metrics["auc"])
+            self.backbone.train()
+            record.update({f"eval/{name}/accuracy": value for name, value in accuracies.items()})
+            if ev.best != "mean" and ev.best not in accuracies:
+                raise ValueError(f"eval.best = {ev.best!r} is none of the evaluated sets {sorted(accuracies)} "
+                                 "(or 'mean')")
+            followed = float(np.mean(list(accuracies.values()))) if ev.best == "mean" else accuracies[ev.best]
+        else:
+            followed = 0.0
+        record["eval/accuracy"] = followed
+        if followed > self.state.best_accuracy:
+            self.state.best_accuracy, self.state.best_step = followed, self.state.step
             if self.config.keep_best:
                 self.save("best.pt")
-        return {"eval/accuracy": accuracy, "eval/auc": metrics.get("auc", float("nan"))}
+        return record
 
 
-def check_resumable(state: dict, config: TrainConfig, dataset: PackedFaces, path: Path) -> None:
+def check_resumable(state: dict, config: TrainConfig, dataset: PackedFaces | RecordFaces, path: Path) -> None:
     """Refuse to resume ``state`` (a checkpoint at ``path``) under ``config`` and ``dataset`` if that
     would train something else than the run that wrote it; the message names every difference."""
-    saved = state["config"]
+    saved = upgrade_saved_config(state["config"])
     new = to_dict(config)
     problems = changed_keys(saved, new, ignore=RESUME_NEUTRAL)
     step = int(state["train_state"]["step"])
@@ -478,7 +519,7 @@ def check_resumable(state: dict, config: TrainConfig, dataset: PackedFaces, path
     fingerprint = state.get("data_fingerprint")
     if state.get("num_classes") != dataset.num_classes or (fingerprint and fingerprint != dataset.fingerprint):
         old = state.get("data_description") or f"{state.get('num_classes')} identities"
-        problems.append(f"data: {old} ({saved['data']['packed']}) -> {dataset.describe()} ({config.data.packed})")
+        problems.append(f"data: {old} ({saved['data']['source']}) -> {dataset.describe()} ({config.data.source})")
     if problems:
         out = Path(config.out)
         raise ResumeMismatchError(

@@ -47,7 +47,7 @@ def small_config(packed: Path, out: Path, **changes) -> TrainConfig:
     """A sphere20 at width 1/4 on 56x48 AT&T: trains in seconds on two CPU cores."""
     base = {
         "out": str(out), "progress": False, "tensorboard": False, "log_every": 5, "checkpoint_every": 1000,
-        "data": {"packed": str(packed), "batch_size": 40, "workers": 0},
+        "data": {"source": str(packed), "batch_size": 40, "workers": 0},
         "model": {"backbone": "sphere20", "width": 0.25, "embedding_dim": 64},
         "optim": {"lr": 0.01, "max_iters": 20, "milestones": [100]},
         "loss": {"terms": {"softmax": 1.0}},

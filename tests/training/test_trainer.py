@@ -124,7 +124,7 @@ def test_bf16_autocast_and_channels_last_on_cpu(att_packed: Path, tmp_path: Path
 
 def test_sigterm_mid_run_leaves_a_loadable_checkpoint_and_the_rerun_resumes(att_packed: Path, tmp_path: Path):
     out = tmp_path / "term"
-    args = [sys.executable, "-m", "faceverify.cli", "train", f"out={out}", f"data.packed={att_packed}",
+    args = [sys.executable, "-m", "faceverify.cli", "train", f"out={out}", f"data.source={att_packed}",
             "model.backbone=sphere20", "model.width=0.25", "model.embedding_dim=64", "data.batch_size=40",
             "data.workers=0", "optim.lr=0.01", "optim.max_iters=100000", "log_every=1", "progress=false",
             "tensorboard=false"]
@@ -156,7 +156,7 @@ def test_resuming_with_another_loss_is_refused(att_packed: Path, tmp_path: Path)
 
 def test_a_changed_learning_rate_is_refused_and_nothing_is_rewritten(att_packed: Path, tmp_path: Path):
     out = tmp_path / "lr"
-    args = ["train", f"out={out}", f"data.packed={att_packed}", "model.backbone=sphere20", "model.width=0.25",
+    args = ["train", f"out={out}", f"data.source={att_packed}", "model.backbone=sphere20", "model.width=0.25",
             "model.embedding_dim=64", "data.batch_size=40", "data.workers=0", "optim.lr=0.01",
             "optim.max_iters=6", "progress=false", "tensorboard=false"]
     assert main(args) == 0
@@ -186,7 +186,7 @@ def test_resume_accepts_neutral_keys_and_more_iterations(att_packed: Path, tmp_p
 
 def test_restart_moves_the_old_run_aside(att_packed: Path, tmp_path: Path):
     out = tmp_path / "again"
-    args = ["train", f"out={out}", f"data.packed={att_packed}", "model.backbone=sphere20", "model.width=0.25",
+    args = ["train", f"out={out}", f"data.source={att_packed}", "model.backbone=sphere20", "model.width=0.25",
             "model.embedding_dim=64", "data.batch_size=40", "data.workers=0", "optim.lr=0.01",
             "optim.max_iters=3", "progress=false", "tensorboard=false"]
     assert main(args) == 0
@@ -204,7 +204,7 @@ def test_resuming_on_other_data_is_refused_clearly(att_packed: Path, faces_dir: 
     pack_aligned(faces_dir / "att_faces", fewer, PackConfig(size="56x48"), identities={f"s{i}" for i in range(1, 31)},
                  progress=False)
     with pytest.raises(ResumeMismatchError, match=r"(?s)data: 400 images of 40 identities.*-> 300 images of 30 identities"):
-        Trainer(small_config(att_packed, tmp_path / "d", data={"packed": str(fewer)}))
+        Trainer(small_config(att_packed, tmp_path / "d", data={"source": str(fewer)}))
 
 
 def test_a_killed_run_keeps_one_metrics_row_per_step(att_packed: Path, tmp_path: Path):
@@ -274,7 +274,7 @@ def test_periodic_lfw_check_keeps_the_best_and_checkpoint_evaluates(att_packed: 
 
 @pytest.mark.slow
 def test_two_process_gloo_torchrun_matches_one_process(att_packed: Path, tmp_path: Path):
-    overrides = [f"data.packed={att_packed}", "model.backbone=face_resnet27", "model.width=0.125",
+    overrides = [f"data.source={att_packed}", "model.backbone=face_resnet27", "model.width=0.125",
                  "model.embedding_dim=32", "data.batch_size=40", "data.k=4", "data.workers=0",
                  "optim.max_iters=4", "optim.lr=0.01", "progress=false", "tensorboard=false",
                  "loss.terms={softmax: 1.0, center: 0.01}", "deterministic=true"]

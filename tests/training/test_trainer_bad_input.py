@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def base_args(att_packed: Path, out: Path) -> list[str]:
-    return ["train", f"out={out}", f"data.packed={att_packed}", "model.backbone=sphere20", "model.width=0.25",
+    return ["train", f"out={out}", f"data.source={att_packed}", "model.backbone=sphere20", "model.width=0.25",
             "model.embedding_dim=64", "data.batch_size=40", "data.workers=0", "optim.lr=0.01",
             "optim.max_iters=2", "progress=false", "tensorboard=false"]
 

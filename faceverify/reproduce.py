@@ -1,0 +1,338 @@
+"""``faceverify reproduce RECIPE --train DATA --out DIR``: a published result, end to end, in one command.
+
+1. **Recipe**: a name from ``experiments/configs/`` (e.g. ``casia_C_center``) or a YAML path, with
+   its published targets and final evaluation protocol from ``experiments/configs/recipes.yaml``.
+   On CUDA the defaults become bf16, channels_last and a periodic check of every benchmark; the
+   ``key=value`` overrides come last.
+2. **Training data** (:func:`prepare_training_data`), whatever form the researcher holds:
+
+   * a RecordIO folder (``train.rec``: insightface's ``faces_webface_112x112``, ``faces_emore``,
+     ...), trained on directly;
+   * a packed folder (``faceverify pack``), used as it is;
+   * an image tree: aligned with MTCNN into ``DIR/work`` unless it is one already (it holds the
+     ``manifest.csv`` of ``faceverify align``), then packed; with a ``names.txt`` (CASIA-WebFace's,
+     in the tree or given with ``--names``) the identities also in LFW are left out, by name.
+
+   Derived data is keyed by what it was made from: the alignment refuses other settings and
+   re-aligns changed photos, and the pack's folder name is a hash of the aligned manifest, the
+   excluded identities and the pack settings, so a changed ``names.txt`` makes a new pack.
+3. **Benchmarks** (:func:`prepare_benchmarks`): LFW from an image tree (only the pair images are
+   aligned; ``lfw-deepfunneled``, ``lfw_funneled`` or ``lfw`` folders) and every ``.bin`` set in
+   ``--bin-dir`` (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``, ...).
+4. **Train** (resumable: re-run the same command), then **evaluate** the final checkpoint on every
+   benchmark with the recipe's protocol, and write ``DIR/result.json`` and ``DIR/report.md``.
+   ``complete`` is true only when the recipe ran as published: every iteration, no override
+   that changes the result. ``--record`` appends the row to ``results/reproduce/reproduce.csv``.
+
+Relative paths are taken from the working directory; everything is written under ``DIR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data_prep.datasets import casia_lfw_overlap, lfw_people_names, locate_lfw
+from data_prep.pack import PackConfig, pack_aligned
+from data_prep.prepare import AlignConfig, align_tree
+from faceverify.config import (
+    ConfigError,
+    changed_keys,
+    from_dict,
+    merge,
+    merge_tree,
+    parse_override,
+    read_yaml,
+    to_dict,
+)
+from faceverify.data.binsets import find_bins
+from faceverify.data.lfw import read_pairs
+from faceverify.data.packed import PackedFaces
+from faceverify.data.recordio import RecordIOFolder, is_recordio_folder
+from faceverify.data.transforms import parse_hw
+from faceverify.evaluation.benchmarks import (
+    Benchmark,
+    benchmark_table,
+    benchmarks_from,
+    evaluate_benchmarks,
+    summary,
+)
+from faceverify.evaluation.lfw_eval import EvalConfig
+from faceverify.io import write_json, write_text
+from faceverify.provenance import PACKAGE_ROOT, device_description
+from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
+from faceverify.training.distributed import resolve_device
+from faceverify.training.evaluate import load_backbone
+from faceverify.training.trainer import train
+
+CONFIGS = PACKAGE_ROOT / "experiments" / "configs"
+RESULTS = PACKAGE_ROOT / "results" / "reproduce"
+# Training images/s of the whole Trainer step on one H200 that issue 13 sets as targets; used for
+# time estimates until results/gpu/train.csv holds measured figures.
+H200_TARGET_IMAGES_PER_S = {"face_resnet27": 10_000, "sphere20": 10_000, "iresnet50": 5_000}
+# Keys that may differ from the recipe in a complete run: speed and monitoring only.
+COMPLETE_NEUTRAL = RESUME_NEUTRAL + ("amp", "eval", "seed")
+
+
+@dataclass
+class Recipe:
+    name: str
+    config_path: Path
+    reference: str = ""
+    data: str = ""
+    template: str = "112x96"
+    published: dict[str, float] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=lambda: {"flip": "concat", "pca": 0})
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A recipe by name (``experiments/configs/<name>.yaml``) or by path, with its registry entry."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = CONFIGS / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "recipes" and not p.stem.startswith("ablation"))
+        raise FileNotFoundError(f"no recipe {name_or_path!r}; known: {', '.join(known)} (or give a YAML path)")
+    registry = read_yaml(CONFIGS / "recipes.yaml") if (CONFIGS / "recipes.yaml").is_file() else {}
+    entry = registry.get(path.stem, {})
+    unknown = set(entry) - {"reference", "data", "template", "published", "eval"}
+    if unknown:
+        raise ConfigError(f"recipes.yaml entry {path.stem}: unknown keys {sorted(unknown)}")
+    recipe = Recipe(path.stem, path.resolve(), **entry)
+    if recipe.template not in ("112x96", "112x112"):
+        raise ConfigError(f"recipes.yaml entry {path.stem}: template must be 112x96 or 112x112")
+    return recipe
+
+
+# ----------------------------------------------------------------------------- training data
+@dataclass
+class TrainingData:
+    kind: str  # recordio, packed, tree (aligned here), aligned-tree
+    source: Path  # what data.source points at
+    images: int
+    identities: int
+    fingerprint: str
+    lfw_identities_excluded: bool | None  # None: not applicable / could not be done
+    notes: list[str] = field(default_factory=list)
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8") if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def prepare_training_data(data: Path, work: Path, template: str, names: Path | None = None,
+                          lfw_people: Path | None = None, device: str = "auto", progress: bool = True) -> TrainingData:
+    """Make ``data`` trainable (see the module docstring) under ``work``; returns what was used."""
+    data = data.resolve()
+    if not data.is_dir():
+        raise FileNotFoundError(f"--train {data} is not a folder")
+    if is_recordio_folder(data):
+        folder = RecordIOFolder(data, progress=progress, cache_dir=work.parent / ".recordio-cache")
+        notes = ["LFW identities cannot be left out of a RecordIO set by name (it carries none); "
+                 "insightface's packs are used as they circulate"]
+        return TrainingData("recordio", data, len(folder), folder.num_classes, folder.fingerprint(), None, notes)
+    if (data / "meta.json").is_file():
+        packed = PackedFaces(data)
+        return TrainingData("packed", data, len(packed), packed.num_classes, packed.fingerprint,
+                            packed.meta.get("excluded_identities", 0) > 0 or None,
+                            ["a packed folder is used as it is"])
+    notes: list[str] = []
+    if (data / "manifest.csv").is_file():
+        aligned, kind = data, "aligned-tree"
+        summary_file = data / "summary.json"
+        if summary_file.is_file():
+            aligned_template = json.loads(summary_file.read_text(encoding="utf-8")).get("template")
+            if aligned_template and aligned_template != template:
+                raise ConfigError(f"{data} is aligned to {aligned_template}, the recipe needs {template}: align the "
+                                  "photos again with --template " + template)
+    else:
+        aligned, kind = work / f"train-aligned-{template}", "tree"
+        align_tree(data, aligned, AlignConfig(template=template, purpose="train", device=device), progress=progress)
+    names = names if names is not None else (data / "names.txt" if (data / "names.txt").is_file() else None)
+    excluded_file: Path | None = None
+    excluded_ids: list[str] = []
+    if names is not None:
+        if lfw_people is None:
+            raise FileNotFoundError("a names.txt was found but no LFW people.txt to compare it with: give --lfw "
+                                    "(a folder with people.txt) or set FACEVERIFY_DATA")
+        excluded_ids = casia_lfw_overlap(names, lfw_people_names(lfw_people))
+        excluded_file = work / f"lfw-overlap-{_digest(*excluded_ids)}.txt"
+        write_text(excluded_file, "".join(f"{i}\n" for i in excluded_ids))
+        notes.append(f"{len(excluded_ids)} identities also in LFW left out (by name, from {names})")
+    else:
+        notes.append("no names.txt: identities also in LFW could not be left out by name")
+    config = PackConfig(min_images=2, exclude_identities=str(excluded_file or ""))
+    key = _digest((aligned / "manifest.csv").read_bytes(), *excluded_ids, json.dumps(to_dict(config), sort_keys=True)
+                  .replace(str(excluded_file or ""), ""))
+    pack = work / f"train-packed-{key}"
+    if not (pack / "meta.json").is_file():
+        pack_aligned(aligned, pack, config, progress=progress)
+    packed = PackedFaces(pack)
+    return TrainingData(kind, pack, len(packed), packed.num_classes, packed.fingerprint,
+                        bool(excluded_ids) if names is not None else None, notes)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+def prepare_benchmarks(lfw: Path | None, bin_dir: Path | None, template: str, work: Path, device: str = "auto",
+                       progress: bool = True) -> tuple[list[Benchmark], Path | None]:
+    """The benchmarks and LFW's people.txt (for the CASIA overlap), if an LFW folder was given."""
+    lfw_tree = lfw_pairs = people = None
+    if lfw is not None:
+        location = locate_lfw(lfw.resolve())
+        pairs = read_pairs(location.pairs)
+        aligned = work / f"lfw-aligned-{template}"
+        from faceverify.data.lfw import resolve_image_paths
+
+        paths = resolve_image_paths(location.images, pairs.keys)
+        needed = {str(paths[k].relative_to(location.images)) for k in pairs.keys}
+        align_tree(location.images, aligned, AlignConfig(template=template, purpose="eval", device=device),
+                   progress=progress, only=needed)
+        lfw_tree, lfw_pairs = aligned, location.pairs
+        people = location.people if location.people.is_file() else None
+    bins = find_bins(bin_dir.resolve()) if bin_dir is not None else []
+    benchmarks = benchmarks_from(lfw_tree, lfw_pairs, bins)
+    if not benchmarks:
+        raise ConfigError("no benchmark to evaluate on: give --lfw (an LFW folder) and/or --bin-dir (a folder of "
+                          ".bin sets such as lfw.bin, cfp_fp.bin)")
+    return benchmarks, people
+
+
+# ----------------------------------------------------------------------------- time estimates
+def h200_estimate_hours(config: TrainConfig) -> tuple[float | None, str]:
+    """Hours for the schedule on one H200, from recorded GPU throughput if there is any (else the
+    target throughput, said so), and the basis of the figure."""
+    images = config.optim.max_iters * config.data.batch_size
+    measured = PACKAGE_ROOT / "results" / "gpu" / "train.csv"
+    if measured.is_file():
+        from faceverify.results import read_rows
+
+        rows = [r for r in read_rows(measured) if r.get("backbone") == config.model.backbone]
+        if rows:
+            speed = max(float(r["images_per_s"]) for r in rows)
+            return images / speed / 3600, f"measured {speed:.0f} images/s ({rows[-1].get('device', 'GPU')})"
+    target = H200_TARGET_IMAGES_PER_S.get(config.model.backbone)
+    if target is None:
+        return None, "no GPU throughput recorded or targeted for this backbone"
+    return images / target / 3600, f"estimate from the {target} images/s target, not measured"
+
+
+# ----------------------------------------------------------------------------- the command
+def recipe_config(recipe: Recipe, overrides: list[str], cuda: bool) -> tuple[TrainConfig, TrainConfig]:
+    """``(as published (+ CUDA defaults), as run with the overrides)``."""
+    tree = read_yaml(recipe.config_path)
+    if cuda:
+        tree = merge_tree(tree, {"amp": "bf16", "channels_last": True})
+    published = from_dict(TrainConfig, tree)
+    for text in overrides:
+        tree = merge_tree(tree, parse_override(text))
+    return published, from_dict(TrainConfig, tree)
+
+
+def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Path | None = None,
+                  bin_dir: Path | None = None, overrides: list[str] | None = None, names: Path | None = None,
+                  record: bool = False, progress: bool = True, restart: bool = False) -> dict:
+    started = time.perf_counter()
+    out = Path(out).resolve()
+    work = out / "work"
+    recipe = load_recipe(recipe_name)
+    published, config = recipe_config(recipe, overrides or [], torch.cuda.is_available())
+    device = str(resolve_device(config.device))
+    input_size = parse_hw(config.model.input) if config.model.input else parse_hw(recipe.template)
+    print(f"recipe {recipe.name}: {recipe.reference or recipe.config_path}")
+    benchmarks, lfw_people = prepare_benchmarks(lfw, bin_dir, recipe.template, work, config.device, progress)
+    data = prepare_training_data(Path(train_data), work, recipe.template, names, lfw_people, config.device, progress)
+    print(f"training data: {data.kind}, {data.images} images of {data.identities} identities ({data.source})")
+    print("benchmarks: " + ", ".join(b.name for b in benchmarks))
+    run_changes: dict[str, Any] = {"out": str(out / "train"), "data": {"source": str(data.source)}}
+    if torch.cuda.is_available() and not any(o.startswith("eval") for o in overrides or []):
+        tree_set = next((b for b in benchmarks if b.kind == "tree"), None)
+        run_changes["eval"] = {"every": min(2000, config.optim.max_iters),
+                               "lfw": str(tree_set.path) if tree_set else "",
+                               "pairs": str(tree_set.pairs) if tree_set else "",
+                               "bins": [str(b.path) for b in benchmarks if b.kind == "bin"],
+                               "best": "lfw" if tree_set else "mean"}
+    config = merge(config, run_changes)
+    published = merge(published, {"out": config.out, "data": {"source": config.data.source}})
+    result = train(config, restart=restart)
+    checkpoint = out / "train" / "checkpoints" / "last.pt"
+    model, network_input, _ = load_backbone(checkpoint, device)
+    if tuple(network_input) != tuple(input_size) and config.model.input:
+        raise RuntimeError(f"the checkpoint takes {network_input}, the recipe {input_size}")
+    # the recipe's protocol; PCA is lowered to what a small benchmark's training folds allow
+    eval_config = merge(EvalConfig(), {**recipe.eval, "pca_clip": True})
+    results = evaluate_benchmarks(model, benchmarks, eval_config, tuple(network_input), device, out / "eval",
+                                  progress=progress, source={"checkpoint": str(checkpoint)})
+    differences = changed_keys(to_dict(published), to_dict(config), ignore=COMPLETE_NEUTRAL)
+    complete = result.step >= published.optim.max_iters and not differences
+    hours, basis = h200_estimate_hours(published)
+    report = {
+        "recipe": recipe.name, "config": str(recipe.config_path), "reference": recipe.reference,
+        "template": recipe.template, "complete": complete,
+        "incomplete_because": ([f"ran {result.step} of {published.optim.max_iters} iterations"]
+                               if result.step < published.optim.max_iters else []) + differences,
+        "iterations": result.step, "recipe_iterations": published.optim.max_iters,
+        "data": {"kind": data.kind, "source": str(data.source), "images": data.images,
+                 "identities": data.identities, "fingerprint": data.fingerprint,
+                 "lfw_identities_excluded": data.lfw_identities_excluded, "notes": data.notes},
+        "benchmarks": {name: summary(metrics) for name, metrics in results.items()},
+        "published": recipe.published, "eval": to_dict(eval_config),
+        "train_seconds": result.total_seconds, "total_seconds_this_run": time.perf_counter() - started,
+        "h200_estimate_hours": hours, "h200_estimate_basis": basis,
+        "overrides": list(overrides or []), "device": device_description(device), **provenance(device_description(device)),
+    }
+    write_json(out / "result.json", report)
+    write_text(out / "report.md", render_report(report, results))
+    print(benchmark_table(results, recipe.published), end="")
+    print(f"{'complete' if complete else 'NOT complete (a smoke or altered run)'}: {out / 'result.json'}, "
+          f"{out / 'report.md'}")
+    if record:
+        record_row(report)
+    return report
+
+
+def render_report(report: dict, results: dict[str, dict]) -> str:
+    status = "complete (the recipe as published)" if report["complete"] else (
+        "**not complete**: " + "; ".join(report["incomplete_because"]))
+    lines = [f"# Reproduction: `{report['recipe']}`", "", f"{report['reference']}", "",
+             f"Run: {status}. {report['iterations']} of {report['recipe_iterations']} iterations; training data "
+             f"{report['data']['kind']} ({report['data']['images']} images of {report['data']['identities']} "
+             f"identities); commit {report['commit']}, {report['device']}.", "",
+             benchmark_table(results, report["published"]), ""]
+    lines += [f"- {note}" for note in report["data"]["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def record_row(report: dict, results_dir: Path = RESULTS) -> Path:
+    """Append the run to ``results/reproduce/reproduce.csv`` and regenerate ``reproduce.md``."""
+    row: dict[str, Any] = {
+        "recipe": report["recipe"], "complete": report["complete"], "iterations": report["iterations"],
+        "recipe_iterations": report["recipe_iterations"], "data_kind": report["data"]["kind"],
+        "train_images": report["data"]["images"], "train_identities": report["data"]["identities"],
+        "data_fingerprint": report["data"]["fingerprint"],
+        "lfw_identities_excluded": report["data"]["lfw_identities_excluded"],
+        "train_hours": report["train_seconds"] / 3600, "overrides": " ".join(report["overrides"]),
+    }
+    for name, values in report["benchmarks"].items():
+        row[f"{name}_accuracy"] = values["accuracy"]
+        row[f"{name}_accuracy_std"] = values["accuracy_std"]
+        row[f"{name}_auc"] = values["auc"]
+    for name, value in report["published"].items():
+        row[f"published_{name}"] = value
+    row.update(commit=report["commit"], device=report["device"], time_utc=report["time_utc"])
+    csv_path = results_dir / "reproduce.csv"
+    append_rows(csv_path, [row])
+    csv_to_markdown(csv_path, results_dir / "reproduce.md", "Reproductions",
+                    note="Rows appended by `faceverify reproduce ... --record`; `complete` is false for runs "
+                         "shortened or changed by overrides (smoke runs), which are not results of the recipe.")
+    return csv_path
