@@ -124,6 +124,13 @@ def benchmark_section() -> str:
         parts.append(f"- **Data loading**: packed memmap {float(row['packed_images_per_s']):.0f} images/s against "
                      f"{float(row['files_images_per_s']):.0f} decoding the same aligned files, "
                      f"{float(row['speedup']):.0f}x (target 10x).")
+    row = _last(ROOT / "results" / "benchmarks" / "recordio.csv")
+    if row:
+        parts.append(f"- **RecordIO decoding** ({row['images']} 112x112 JPEG q95 crops of LFW photos, {row['device']}): "
+                     f"{float(row['recordio_best_images_per_s']):.0f} images/s at best against "
+                     f"{float(row['packed_best_images_per_s']):.0f} from the packed memmap "
+                     f"({float(row['packed_over_recordio']):.1f}x); pack with `--from-rec` when the loader, not the "
+                     "GPU, is the bottleneck (`experiments/bench_recordio.py`).")
     row = _last(ROOT / "results" / "benchmarks" / "test_suite.csv")
     if row:
         parts.append(f"- **Test suite** (`make test` on a fresh clone, {row['device']}, commit {row['commit']}): "
@@ -157,6 +164,52 @@ def ablation_section() -> str:
     return "\n".join(out)
 
 
+def recipes_section() -> str:
+    """The recipes, their published targets and the H200 time of their schedules."""
+    from faceverify.config import read_yaml
+    from faceverify.reproduce import h200_estimate_hours, load_recipe, recipe_config
+
+    registry = read_yaml(ROOT / "experiments" / "configs" / "recipes.yaml")
+    lines = ["### Reproduction recipes", "",
+             "From `experiments/configs/recipes.yaml`; run with `faceverify reproduce NAME --train DATA ...`. The "
+             "H200 hours are the schedule's images over a training throughput: measured where `results/gpu/` "
+             "holds one, otherwise the issue-13 target (an estimate, said so).", "",
+             "| recipe | reproduces | network, input | schedule | published | H200 hours |", "|---|---|---|---|---|---|"]
+    for name in registry:
+        recipe = load_recipe(name)
+        config, _ = recipe_config(recipe, [], cuda=True)
+        hours, basis = h200_estimate_hours(config)
+        published = ", ".join(f"{k} {100 * v:.2f}" for k, v in recipe.published.items())
+        schedule = f"{config.optim.max_iters // 1000}K x {config.data.batch_size}"
+        estimate = f"{hours:.1f} ({'estimate' if 'not measured' in basis else 'measured'})" if hours else "n/a"
+        lines.append(f"| `{name}` | {recipe.reference.split(';')[0].split(':')[0]} | {config.model.backbone}, "
+                     f"{config.model.input or recipe.template} | {schedule} | {published} | {estimate} |")
+    return "\n".join(lines) + "\n"
+
+
+def reproduce_section() -> str:
+    rows = _rows(ROOT / "results" / "reproduce" / "reproduce.csv")
+    lines = ["### Reproductions", ""]
+    complete = [r for r in rows if r["complete"] == "True"]
+    smoke = [r for r in rows if r["complete"] != "True"]
+    if complete:
+        lines += ["| recipe | data | iterations | LFW % | other benchmarks % | published LFW % | commit | device |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in complete:
+            others = ", ".join(f"{k[:-9]} {_pct(v)}" for k, v in r.items()
+                               if k.endswith("_accuracy") and not k.startswith("lfw") and v)
+            lines.append(f"| {r['recipe']} | {r['data_kind']}, {r['train_images']} images | {r['iterations']} | "
+                         f"{_pct(r.get('lfw_accuracy', ''))} | {others} | {_pct(r.get('published_lfw', ''))} | "
+                         f"{r['commit']} | {r['device']} |")
+    else:
+        lines.append("No complete reproduction recorded yet: the training sets (CASIA-WebFace, MS1M) are not on the "
+                     "development machines, and a complete run needs a GPU (see the recipes' H200 hours).")
+    if smoke:
+        lines += ["", f"Smoke runs (shortened or altered with overrides: **not results of the recipe**): "
+                  f"{len(smoke)} in `results/reproduce/reproduce.csv`."]
+    return "\n".join(lines) + "\n"
+
+
 def demo_section() -> str:
     row = _last(ROOT / "results" / "demo" / "quickstart.csv")
     if row is None:
@@ -170,7 +223,8 @@ def demo_section() -> str:
     )
 
 
-SECTIONS = [dlib_section, alignment_section, demo_section, ablation_section, backbone_section, benchmark_section]
+SECTIONS = [dlib_section, alignment_section, demo_section, recipes_section, reproduce_section, ablation_section,
+            backbone_section, benchmark_section]
 
 
 def main() -> None:
