@@ -122,17 +122,26 @@ def test_both_layouts_round_trip_pixels_and_labels(tmp_path: Path, faces, layout
     assert np.abs(jpeg.astype(int) - images[4].astype(int)).mean() < 3
 
 
-def test_a_payload_holding_the_magic_word_survives(tmp_path: Path):
-    png = encode_image(np.zeros((20, 20, 3), np.uint8), "png")
-    labels = [0, 1]
-    images = [png, png]
-    write_recordio(tmp_path / "rec", images, labels, layout="builder", progress=False)
-    handle = open(tmp_path / "rec" / "train.rec", "rb")
-    # splice a record whose payload holds the magic word at aligned places: written in 3 parts
-    payload = pack_ir(1.0, png)[:24] + M * 2 + png[8:]
-    assert reference_records(encode_record(payload)) == [payload]
-    assert read_record(io.BytesIO(encode_record(payload)), 0) == payload
-    handle.close()
+def test_an_image_holding_the_magic_word_is_split_and_read_back(tmp_path: Path):
+    picture = np.full((20, 20, 3), 77, np.uint8)
+    png = encode_image(picture, "png")
+    # PNG decoders ignore bytes after IEND: pad to a 4-byte boundary of the record, then two magic words
+    pad = b"\0" * ((-(24 + len(png))) % 4)
+    image = png + pad + M + b"tail" + M
+    write_recordio(tmp_path / "rec", [image, png], [0, 1], layout="builder", progress=False)
+    raw = (tmp_path / "rec" / "train.rec").read_bytes()
+    flags = []
+    position = 0
+    while position < len(raw):
+        magic, lrec = struct.unpack_from("<II", raw, position)
+        flags.append(lrec >> 29)
+        length = lrec & ((1 << 29) - 1)
+        position += 8 + length + (-length % 4)
+    assert flags == [1, 2, 3, 0]  # the first record in three parts, the second whole
+    folder = RecordIOFolder(tmp_path / "rec", progress=False, cache_dir=tmp_path / "cache")
+    assert folder.image_bytes(0) == image
+    np.testing.assert_array_equal(folder.image(0), picture)
+    assert folder.labels.tolist() == [0, 1]
 
 
 def test_missing_index_is_rebuilt_or_refused(tmp_path: Path, faces):
