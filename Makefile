@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev,baselines]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,baselines,onnx]'
 	touch $@
 
 demo: setup

@@ -35,6 +35,16 @@ class PackConfig:
         parse_size(self.size)
 
 
+# `faceverify pack` flags: the PackConfig fields that get one.
+PACK_FLAGS: dict[str, str] = {
+    "min_images": "leave out identities with fewer images",
+    "exclude_identities": "file of identity folder names (or RecordIO label values) to leave out",
+    "only_detected": "leave out fallback crops",
+    "size": "resize to HxW, e.g. 56x48",
+    "workers": "decoding threads",
+}
+
+
 def parse_size(text: str) -> tuple[int, int] | None:
     if not text:
         return None

@@ -109,6 +109,24 @@ class AlignConfig:
         return "skip" if self.purpose == "train" else "center"
 
 
+# `faceverify align` flags: the AlignConfig fields that get one (the CLI generates name, type and choices).
+ALIGN_FLAGS: dict[str, str] = {
+    "template": "5-point template: 112x96 (Wen et al. / SphereFace) or 112x112 (ArcFace)",
+    "scale": "output scale factor (2 gives 224x192 crops of the 112x96 template)",
+    "purpose": "train: faces not found are skipped; eval: they get the centre fallback",
+    "on_fail": "what to do with photos without a detected face (default: the purpose's)",
+    "landmarks_file": "file of 'relpath x1 y1 ... x5 y5' lines",
+    "landmarks_for": "use the landmarks file for failures only, or for every listed image",
+    "policy": "which face of a multi-face photo: centre, largest, most-confident",
+    "device": "auto, cpu, cuda, cuda:N",
+    "batch_size": "images per MTCNN batch",
+    "workers": "decode/write threads",
+    "ext": "crop file format",
+    "min_face_size": "MTCNN's smallest face, in pixels",
+    "limit": "only the first N images (sorted); 0 = all",
+}
+
+
 @dataclass
 class Source:
     rel: str  # path relative to SRC, forward slashes

@@ -97,8 +97,10 @@ def move_aside(path: str | Path) -> Path:
 
 
 def save_figure(figure: Any, path: str | Path, **savefig_kwargs: Any) -> Path:
-    """``figure.savefig`` through :func:`atomic_write` (the format from the file's suffix)."""
+    """``figure.savefig`` through :func:`atomic_write` (the format from the file's suffix); the saved
+    area grows to hold every title, label and legend (nothing is clipped at the edges)."""
     path = Path(path)
+    savefig_kwargs.setdefault("bbox_inches", "tight")
     with atomic_write(path, "wb") as handle:
         figure.savefig(handle, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
     return path

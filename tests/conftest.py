@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from data_prep.pack import PackConfig, pack_aligned
+
 REQUIRE_DATA = os.environ.get("FACEVERIFY_REQUIRE_DATA") == "1"
 ENABLE_HINT = "set FACEVERIFY_DATA to the shared data folder (e.g. FACEVERIFY_DATA=../shared/data) to run it"
 
@@ -118,3 +120,34 @@ def mini_lfw(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> MiniLFW
         for i in range(1, 7):
             shutil.copy(lfw_dir / "lfw-deepfunneled" / name / f"{name}_{i:04d}.jpg", tree / name)
     return MiniLFW(root, tree, names)
+
+
+# AT&T faces packed small, and an LFW-style tree + pairs file made from them (so checkpoint
+# evaluation runs the real protocol code)
+@pytest.fixture(scope="session")
+def att_packed(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("packed") / "att"
+    pack_aligned(faces_dir / "att_faces", out, PackConfig(size="56x48"), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def att_as_lfw(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """AT&T subjects as an LFW-style tree ``sN/sN_000i.pgm`` and a 2-fold pairs file."""
+    root = tmp_path_factory.mktemp("attlfw")
+    tree = root / "images"
+    for subject in sorted(os.listdir(faces_dir / "att_faces")):
+        folder = faces_dir / "att_faces" / subject
+        if not folder.is_dir():
+            continue
+        (tree / subject).mkdir(parents=True)
+        for i in range(1, 11):
+            shutil.copy(folder / f"{i}.pgm", tree / subject / f"{subject}_{i:04d}.pgm")
+    lines = ["2\t20"]
+    for fold in range(2):
+        subjects = [f"s{n}" for n in range(1 + 20 * fold, 21 + 20 * fold)]
+        lines += [f"{s}\t{1 + fold}\t{6 + fold}" for s in subjects]
+        lines += [f"{s}\t{3}\t{subjects[(i + 1) % 20]}\t{8}" for i, s in enumerate(subjects)]
+    pairs = root / "pairs.txt"
+    pairs.write_text("\n".join(lines) + "\n")
+    return tree, pairs

@@ -35,10 +35,15 @@ def test_baseline_with_a_fold_that_does_not_exist(tmp_path: Path, lfw_dir: Path,
     one_line(capsys, "baseline", "fold(s) 11 do not exist; the pairs file has folds 1..10")
 
 
-def test_usage_errors_from_argparse_are_exit_2_too(capsys):
-    with pytest.raises(SystemExit) as raised:
-        main(["eval", "--out", "x"])  # neither --embeddings nor --checkpoint
-    assert raised.value.code == 2
+def test_usage_errors_from_argparse_are_one_line_exit_2_too(capsys):
+    assert main(["eval", "--out", "x"]) == 2  # neither --embeddings nor --checkpoint
+    one_line(capsys, "eval", "one of the arguments --embeddings --checkpoint is required")
+    assert main(["align", "only_src"]) == 2
+    one_line(capsys, "align", "the following arguments are required: dst")
+    assert main(["nosuchcommand"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["lfw", "verify", "x", "a.b=1"]) == 2
+    one_line(capsys, "lfw", "lfw takes no key=value overrides: a.b=1")
 
 
 def test_lfw_not_found_names_the_real_download_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

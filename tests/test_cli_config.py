@@ -65,3 +65,55 @@ def test_ablate_arm_override_keeps_every_other_arm_and_key(capsys, tmp_path: Pat
     assert arms["triplet"]["loss"]["terms"] == {"triplet": 1.0}
     assert arms["triplet"]["loss"]["triplet"]["mining"] == "batch_hard"
     assert arms["arcface"]["loss"]["terms"] == {"arcface": 1.0} and arms["arcface"]["model"]["batch_norm"] is True
+
+
+# ----------------------------------------------------------------------------- one command shape
+def test_flags_are_generated_from_the_dataclasses():
+    from faceverify.cli import build_parser
+
+    help_text = {name: build_parser()._subparsers._group_actions[0].choices[name].format_help()  # noqa: SLF001
+                 for name in ("align", "pack", "eval")}
+    from data_prep.pack import PACK_FLAGS
+    from data_prep.prepare import ALIGN_FLAGS
+    from faceverify.evaluation.lfw_eval import EVAL_FLAGS
+
+    for command, table in (("align", ALIGN_FLAGS), ("pack", PACK_FLAGS), ("eval", EVAL_FLAGS)):
+        for field_name in table:
+            assert "--" + field_name.replace("_", "-") in help_text[command], (command, field_name)
+        assert "--config" in help_text[command]
+    assert "--landmarks-file" in help_text["align"] and "{112x96,112x112}" in help_text["align"]
+    assert "--subtract-mean, --no-subtract-mean" in help_text["eval"]
+
+
+def test_defaults_then_config_then_overrides_then_flags():
+    import argparse
+
+    from data_prep.prepare import ALIGN_FLAGS, AlignConfig
+    from faceverify.cli.shape import add_config_flags, config_from_args, split_overrides
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, AlignConfig, ALIGN_FLAGS)
+    rest, overrides = split_overrides(["--batch-size", "3", "workers=5", "scale=1.5", "--ext", "jpg",
+                                       "path/with=sign", "--", "ext=png"])
+    assert overrides == ["workers=5", "scale=1.5"] and rest == ["--batch-size", "3", "--ext", "jpg", "path/with=sign",
+                                                                "ext=png"]
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        handle.write("batch_size: 11\nworkers: 1\nscale: 2.0\ntemplate: 112x112\n")
+    args = parser.parse_args(["--config", handle.name, "--batch-size", "3", "--ext", "jpg"])
+    args.overrides = overrides
+    config = config_from_args(AlignConfig, args, ALIGN_FLAGS)
+    # file < key=value < flag; untouched keys keep the file's values, then the defaults
+    assert (config.batch_size, config.workers, config.scale, config.ext, config.template, config.purpose) == (
+        3, 5, 1.5, "jpg", "112x112", "train")
+
+
+def test_train_config_as_first_argument_or_option_not_both(tmp_path: Path, capsys):
+    config = tmp_path / "C.yaml"
+    config.write_text("optim: {lr: 0.02}\n")
+    first = printed(capsys, ["train", str(config), "--print-config"], tmp_path)
+    option = printed(capsys, ["train", "--config", str(config), "--print-config"], tmp_path)
+    assert first == option and first["optim"]["lr"] == 0.02
+    assert main(["train", str(config), "--config", str(config), "--print-config"]) == 2
+    assert "once" in capsys.readouterr().err

@@ -217,7 +217,9 @@ def plot_projection(labels: list[str], cell_dir: Path, by_label: dict[str, list[
         return
     columns = min(4, len(shown))
     grid_rows = (len(shown) + columns - 1) // columns
-    fig, axes = plt.subplots(grid_rows, columns, figsize=(3.2 * columns, 3.0 * grid_rows), dpi=110, squeeze=False)
+    panel = 4.2 if len(shown) == 1 else 3.2  # one arm gets room for its title and legend
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(panel * columns, panel * 0.95 * grid_rows), dpi=110,
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (label, row, file) in zip(axes.flat, shown):
@@ -232,9 +234,10 @@ def plot_projection(labels: list[str], cell_dir: Path, by_label: dict[str, list[
         ax.set_xticks([])
         ax.set_yticks([])
     handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.suptitle("2-D PCA of held-out identities' embeddings (never trained on)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.legend(handles, names, loc="lower center", ncol=min(4, max(len(names), 1)), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle("2-D PCA of held-out identities' embeddings\n(never trained on)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.93))
     save_figure(fig, path)
     plt.close(fig)
 
@@ -295,9 +298,9 @@ def write_reports(spec: AblationSpec, csv_path: Path, cell_dir: Path) -> Path:
         "Held-out accuracy per fold (%):",
         "",
         *per_fold_table(labels, by_label),
-        "",
-        *paired_differences(labels, by_label, reference),
     ]
+    if len(labels) > 1:  # with one arm there is nothing to pair with
+        lines += ["", *paired_differences(labels, by_label, reference)]
     if diverged:
         lines += ["", "Cells whose training diverged (non-finite loss; left out of the statistics above):", ""]
         lines += [f"- {r['label']}, fold {r['fold']}, seed {r['seed']}: {r['reason']}" for r in diverged]

@@ -117,7 +117,7 @@ def run_ablation(spec: AblationSpec, log: Callable[[str], None] = print) -> Path
             log(f"{prefix}: done earlier, accuracy {100 * float(previous['accuracy']):.2f}%")
             continue
         where = provenance(device=device_description(config.device if config.device != "auto" else None))
-        base_row = {"spec": spec.name, "cell": cell.slug, "arm": cell.arm, "label": cell.label,
+        base_row = {"spec": spec.name, "cell": cell.slug, "run_dir": str(run_dir), "arm": cell.arm, "label": cell.label,
                     "sweep_key": spec.sweep_key, "sweep_value": _value_text(cell.sweep_value), "seed": cell.seed,
                     "fold": cell.fold}
         try:

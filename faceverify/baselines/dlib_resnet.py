@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -53,6 +54,7 @@ class DlibEmbedder:
 
     upsample: int = 1
     padding: float = 0.25
+    cnn_max_side: int = 500  # photos are downscaled to this for the CNN detector (HOG misses only)
 
     def __post_init__(self) -> None:
         try:
@@ -69,37 +71,62 @@ class DlibEmbedder:
         self._cnn_path = str(models / "mmod_human_face_detector.dat")
         self._cnn = None  # loaded on first need: only HOG misses use it
 
-    def choose_face(self, image: np.ndarray) -> tuple[object, bool]:
-        """The detected box nearest the image centre, or the LFW fallback box -> (rect, detected)."""
+    def faces(self, image: np.ndarray) -> list[object]:
+        """Every face box (HOG, or the CNN detector when HOG finds none), the one nearest the image
+        centre first (larger first among equal distances)."""
         height, width = image.shape[:2]
         faces = list(self.detector(image, self.upsample))
         if not faces:
-            if self._cnn is None:
-                self._cnn = self._dlib.cnn_face_detection_model_v1(self._cnn_path)
-            faces = [d.rect for d in self._cnn(image, self.upsample)]
-        if not faces:
-            left, top, right, bottom = LFW_FALLBACK_BOX
-            rect = self._dlib.rectangle(
-                int(left * width), int(top * height), int(right * width), int(bottom * height)
-            )
-            return rect, False
+            faces = self._cnn_faces(image)
         cx, cy = width / 2.0, height / 2.0
 
         def centre_distance(rect: object) -> tuple[float, float]:
             c = rect.center()
             return ((c.x - cx) ** 2 + (c.y - cy) ** 2, -rect.area())
 
-        return min(faces, key=centre_distance), True
+        return sorted(faces, key=centre_distance)
+
+    def _cnn_faces(self, image: np.ndarray) -> list[object]:
+        """dlib's CNN (MMOD) detector, on a copy whose longer side is at most ``cnn_max_side`` (its cost
+        grows with the area: minutes on a 12-megapixel photo), boxes mapped back to full size."""
+        if self._cnn is None:
+            self._cnn = self._dlib.cnn_face_detection_model_v1(self._cnn_path)
+        height, width = image.shape[:2]
+        factor = min(1.0, self.cnn_max_side / max(height, width))
+        small = image if factor == 1.0 else cv2.resize(
+            image, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA)
+        rects = [d.rect for d in self._cnn(np.ascontiguousarray(small), self.upsample)]
+        if factor == 1.0:
+            return rects
+        return [self._dlib.rectangle(round(r.left() / factor), round(r.top() / factor), round(r.right() / factor),
+                                     round(r.bottom() / factor)) for r in rects]
+
+    def chip(self, image: np.ndarray, rect: object) -> np.ndarray:
+        """The 150x150 aligned chip of the face in ``rect`` (5-point shape predictor)."""
+        shape = self.shape_predictor(image, rect)
+        return np.asarray(self._dlib.get_face_chip(image, shape, size=150, padding=self.padding))
+
+    def descriptor(self, chip: np.ndarray) -> np.ndarray:
+        """The 128-d descriptor of a chip."""
+        return np.asarray(self.model.compute_face_descriptor(np.ascontiguousarray(chip)), dtype=np.float32)
+
+    def choose_face(self, image: np.ndarray) -> tuple[object, bool]:
+        """The detected box nearest the image centre, or the LFW fallback box -> (rect, detected)."""
+        height, width = image.shape[:2]
+        faces = self.faces(image)
+        if not faces:
+            left, top, right, bottom = LFW_FALLBACK_BOX
+            rect = self._dlib.rectangle(
+                int(left * width), int(top * height), int(right * width), int(bottom * height)
+            )
+            return rect, False
+        return faces[0], True
 
     def embed(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """RGB uint8 image -> (descriptor [128], descriptor of the mirrored chip [128], detected)."""
         rect, detected = self.choose_face(image)
-        shape = self.shape_predictor(image, rect)
-        chip = self._dlib.get_face_chip(image, shape, size=150, padding=self.padding)
-        plain = np.asarray(self.model.compute_face_descriptor(chip), dtype=np.float32)
-        mirrored = np.ascontiguousarray(chip[:, ::-1])
-        flipped = np.asarray(self.model.compute_face_descriptor(mirrored), dtype=np.float32)
-        return plain, flipped, detected
+        chip = self.chip(image, rect)
+        return self.descriptor(chip), self.descriptor(chip[:, ::-1]), detected
 
 
 def _load_cache(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:

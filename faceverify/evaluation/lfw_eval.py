@@ -59,6 +59,18 @@ class EvalConfig:
             check_range("recall_ks", k, 1)
 
 
+# `faceverify eval` flags: the EvalConfig fields that get one.
+EVAL_FLAGS: dict[str, str] = {
+    "metric": "cosine similarity or euclidean distance",
+    "flip": "mirror features: none, concat (Wen et al.) or sum",
+    "pca": "PCA dimension fitted per fold on the training folds (0 = none)",
+    "subtract_mean": "subtract the training folds' mean feature",
+    "folds": "report only these held-out folds, e.g. 1,2,3 (each fold's threshold still comes from all the other "
+             "folds of the file)",
+    "batch_size": "images per network batch (with --checkpoint)",
+}
+
+
 @dataclass
 class EmbeddingSet:
     """Features of images identified by LFW keys (``Name/Name_0001``)."""
@@ -66,6 +78,7 @@ class EmbeddingSet:
     keys: list[str]
     embeddings: np.ndarray
     embeddings_flip: np.ndarray | None = None
+    excluded: dict[str, str] = field(default_factory=dict)  # key -> status of rows left out (faceverify embed)
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.keys):
@@ -110,13 +123,24 @@ class EmbeddingSet:
                 raw_paths = data["paths"]
                 embeddings = np.asarray(data["embeddings"])
                 flip = np.asarray(data["embeddings_flip"]) if "embeddings_flip" in data else None
+                status = np.asarray(data["status"]).astype(str) if "status" in data else None
         except ValueError as err:
             if str(path) in str(err):
                 raise
             raise ValueError(f"cannot read embeddings file {path}: {err}") from None
         except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:  # zip damage, truncation
             raise ValueError(f"cannot read embeddings file {path} (not a complete .npz): {err}") from None
-        return cls(_path_keys(raw_paths, path), embeddings, flip)
+        keys = _path_keys(raw_paths, path)
+        excluded: dict[str, str] = {}
+        if status is not None:  # `faceverify embed` marks photos it could not embed; leave them out
+            if status.shape != (len(keys),):
+                raise ValueError(f"{path}: status has {status.size} entries for {len(keys)} paths")
+            keep = status == "ok"
+            excluded = {k: str(s) for k, s, ok in zip(keys, status, keep) if not ok}
+            keys = [k for k, ok in zip(keys, keep) if ok]
+            embeddings = embeddings[keep]
+            flip = None if flip is None else flip[keep]
+        return cls(keys, embeddings, flip, excluded)
 
     def save(self, path: str | Path, paths: list[str] | None = None) -> Path:
         """Write ``paths`` (default: the keys + ``.jpg``), ``embeddings`` and ``embeddings_flip``."""
@@ -150,11 +174,13 @@ def _path_keys(raw: np.ndarray, source: Path) -> list[str]:
     return keys
 
 
-def _pair_indices(keys: list[str], pairs: PairsProtocol) -> tuple[np.ndarray, np.ndarray]:
+def _pair_indices(keys: list[str], pairs: PairsProtocol,
+                  excluded: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     row = {key: i for i, key in enumerate(keys)}
     missing = [k for k in pairs.keys if k not in row]
     if missing:
-        shown = ", ".join(missing[:10])
+        excluded = excluded or {}
+        shown = ", ".join(f"{k} ({excluded[k]})" if k in excluded else k for k in missing[:10])
         raise KeyError(
             f"{len(missing)} image(s) of {pairs.source} have no embedding (first: {shown}); "
             "embed every image the pairs file references"
@@ -171,7 +197,7 @@ def evaluate_embeddings(
     """Run the protocol and retrieval on a feature set -> ``(metrics dict, VerificationResult)``."""
     started = time.perf_counter()
     features = combine_flip(embeddings.embeddings, embeddings.embeddings_flip, config.flip)
-    index_a, index_b = _pair_indices(embeddings.keys, pairs)
+    index_a, index_b = _pair_indices(embeddings.keys, pairs, embeddings.excluded)
     result = evaluate_features(
         features,
         index_a,

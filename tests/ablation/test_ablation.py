@@ -127,7 +127,7 @@ def test_protocol_split_keeps_test_people_out_of_training(lfw_dir: Path):
     assert all(os.sep not in n for n in split.train_people)
 
 
-def test_demo_end_to_end_on_an_lfw_style_folder(att_protocol, tmp_path: Path):
+def test_demo_end_to_end_on_an_lfw_style_folder(att_protocol, tmp_path: Path, capsys):
     protocol, _ = att_protocol
     result = run_demo(str(protocol), tmp_path / "demo", fold=5, profile="cpu", download_to=None,
                       record=tmp_path / "record", max_iters=6)
@@ -135,5 +135,21 @@ def test_demo_end_to_end_on_an_lfw_style_folder(att_protocol, tmp_path: Path):
     assert (tmp_path / "demo" / "result.json").is_file() and (tmp_path / "demo" / "demo.md").is_file()
     assert (tmp_path / "demo" / "aligned" / "manifest.csv").is_file()
     assert (tmp_path / "record" / "demo.csv").is_file()
+    captured = capsys.readouterr()
+    assert "train:" in captured.err  # a progress bar while it trains
+    assert "In context: trained on LFW alone" in captured.out and "99.28%" in captured.out
+    # the model it leaves behind, with its threshold from the other nine folds
+    from faceverify.model import load_model
+
+    model = load_model(tmp_path / "demo" / "model.pt", device="cpu")
+    assert model.calibration is not None and model.calibration.threshold == pytest.approx(result["threshold"])
+    assert model.calibration.accuracy == pytest.approx(result["accuracy"]) and model.calibration.flip == "concat"
+    report = (tmp_path / "demo" / "demo.md").read_text()
+    assert "Paired differences" not in report  # one arm: no empty table
+    commands = [line.strip() for line in captured.out.splitlines() if line.strip().startswith("faceverify verify ")]
+    assert len(commands) == 2 and "same person" in commands[0] and "different people" in commands[1]
+    for line in commands:  # the printed verify commands run as printed and decide as they say
+        argv, comment = line.split("   # ")
+        assert main(argv.split()[1:]) == (0 if "same person" in comment else 1)
     again = run_demo(str(protocol), tmp_path / "demo", fold=5, profile="cpu", max_iters=6)
     assert again["accuracy"] == result["accuracy"]  # everything reused

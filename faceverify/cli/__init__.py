@@ -1,0 +1,63 @@
+"""``faceverify`` command line: parse arguments, call the library, print where outputs went.
+
+Every command has one shape (see :mod:`faceverify.cli.shape`); every input or usage error is
+one line on stderr and exit status 2 (``verify`` also uses 0 and 1 for its decision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
+
+from faceverify.cli import data_commands, eval_commands, run_commands, use_commands
+from faceverify.cli.shape import UsageError, split_overrides
+from faceverify.config import ConfigError
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are UsageErrors: one line, exit status 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    data_commands.add_align, data_commands.add_pack, run_commands.add_train, run_commands.add_ablate,
+    run_commands.add_demo, run_commands.add_reproduce, eval_commands.add_eval, eval_commands.add_baseline,
+    use_commands.add_verify, use_commands.add_embed, data_commands.add_export, data_commands.add_lfw,
+    data_commands.add_casia_overlap,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="faceverify",
+        description="Face verification: align, pack, train, evaluate (LFW, .bin sets), reproduce papers, run "
+        "ablations, and use a trained model (verify, embed, export). Every command: faceverify CMD [INPUTS] "
+        "[--config FILE] [key=value ...] [--flags].",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    rest, overrides = split_overrides(argv)
+    command = next((token for token in rest if not token.startswith("-")), "faceverify")
+    try:
+        args = parser.parse_args(rest)
+        if overrides and not getattr(args, "takes_overrides", False):
+            raise UsageError(f"{args.command} takes no key=value overrides: {' '.join(overrides)}")
+        args.overrides = overrides
+        return int(args.func(args) or 0)
+    except (ConfigError, ValueError, KeyError, FloatingPointError, OSError) as err:
+        # every input or usage error: one message naming the file or option, exit status 2
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"faceverify {command}: error: {message}", file=sys.stderr)
+        return 2

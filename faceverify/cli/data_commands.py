@@ -1,0 +1,175 @@
+"""Data commands: ``align``, ``pack``, ``export``, ``lfw``, ``casia-overlap``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from faceverify.cli.shape import UsageError, add_config_flags, config_from_args
+
+
+def add_align(sub: argparse._SubParsersAction) -> None:
+    from data_prep.prepare import ALIGN_FLAGS, AlignConfig
+
+    p = sub.add_parser(
+        "align",
+        help="detect (MTCNN) and align faces of SRC/<identity>/<image> into DST",
+        description="Detect faces with MTCNN, align five landmarks onto a template with a similarity "
+        "transform, write DST/<identity>/<stem>.<ext>, DST/manifest.csv and DST/summary.json. "
+        "Resumable: re-run the same command after an interruption; a re-run with other crop settings "
+        "refuses (--restart moves DST aside).",
+    )
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    add_config_flags(p, AlignConfig, ALIGN_FLAGS)
+    p.add_argument("--restart", action="store_true",
+                   help="move an existing DST aside (to DST.old-<time>, nothing is deleted) and start over")
+    p.set_defaults(func=run_align, takes_overrides=True)
+
+
+def run_align(args: argparse.Namespace) -> int:
+    from data_prep.prepare import ALIGN_FLAGS, AlignConfig, align_tree
+
+    config = config_from_args(AlignConfig, args, ALIGN_FLAGS)
+    summary = align_tree(args.src, args.dst, config, restart=args.restart)
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    speed = summary["images_per_second"]
+    print(f"aligned {summary['sources']} images: {counts}"
+          + (f"; {speed:.1f} images/s this run" if speed else "; nothing left to do"))
+    print(f"wrote {args.dst / 'manifest.csv'} and {args.dst / 'summary.json'}")
+    return 0
+
+
+def add_pack(sub: argparse._SubParsersAction) -> None:
+    from data_prep.pack import PACK_FLAGS, PackConfig
+
+    p = sub.add_parser(
+        "pack",
+        help="pack aligned crops (or a RecordIO set) into one memory-mapped uint8 array for training",
+        description="Write OUT/images.u8 [N, H, W, 3], labels.npy, paths.txt and meta.json from an "
+        "aligned folder (its manifest.csv decides which crops are usable), or with --from-rec from an "
+        "insightface RecordIO folder.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="ALIGNED_DIR OUT", help="ALIGNED_DIR OUT, or OUT with --from-rec")
+    p.add_argument("--from-rec", type=Path, metavar="REC_DIR",
+                   help="convert an insightface RecordIO folder (train.rec, train.idx, property)")
+    add_config_flags(p, PackConfig, PACK_FLAGS)
+    p.set_defaults(func=run_pack, takes_overrides=True)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from data_prep.pack import PACK_FLAGS, PackConfig, pack_aligned, pack_recordio
+
+    config = config_from_args(PackConfig, args, PACK_FLAGS)
+    if args.from_rec is not None:
+        if len(args.inputs) != 1:
+            raise UsageError("usage: faceverify pack --from-rec REC_DIR OUT")
+        out = args.inputs[0]
+        meta = pack_recordio(args.from_rec, out, config, cache_dir=out.parent / ".recordio-cache")
+        print(f"packed {meta['n_images']} images of {meta['n_identities']} identities from {args.from_rec} "
+              f"({meta['recordio_layout']} layout) into {out}")
+        return 0
+    if len(args.inputs) != 2:
+        raise UsageError("usage: faceverify pack ALIGNED_DIR OUT (or --from-rec REC_DIR OUT)")
+    aligned, out = args.inputs
+    meta = pack_aligned(aligned, out, config)
+    print(f"packed {meta['n_images']} images of {meta['n_identities']} identities into {out}; "
+          f"left out: {meta['left_out_images'] or 'nothing'}")
+    return 0
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained model (TorchScript or ONNX), or aligned data as RecordIO (rec) or a .bin set (bin)",
+        description="faceverify export CKPT OUT --format torchscript|onnx writes the network and its metadata "
+        "(input, template, flip, calibrated threshold) in one file and checks it against the checkpoint; "
+        "faceverify export rec ALIGNED_TREE OUT [--layout legacy|builder] writes train.rec, train.idx and "
+        "property; faceverify export bin ALIGNED_LFW PAIRS OUT.bin writes the pairs' images in file order "
+        "(so its 10 consecutive folds are the pairs file's folds).",
+    )
+    p.add_argument("what", metavar="CKPT|rec|bin", help="a checkpoint to export, or rec / bin for data")
+    p.add_argument("paths", nargs="+", type=Path, help="model: OUT; rec: ALIGNED_TREE OUT; bin: ALIGNED_LFW PAIRS OUT.bin")
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript", help="model: file format")
+    p.add_argument("--layout", choices=["legacy", "builder"], default="legacy", help="rec: record layout")
+    p.add_argument("--encoding", choices=["jpg", "png"], default="jpg",
+                   help="rec/bin: image encoding (jpg: quality 95 like insightface's packs; png keeps pixels exact)")
+    p.add_argument("--min-images", type=int, default=1, help="rec: leave out identities with fewer images")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if args.what == "rec":
+        from data_prep.export import export_recordio
+
+        if len(args.paths) != 2:
+            raise UsageError("usage: faceverify export rec ALIGNED_TREE OUT")
+        if args.min_images < 1:
+            raise UsageError(f"--min-images must be >= 1, got {args.min_images}")
+        summary = export_recordio(args.paths[0], args.paths[1], args.layout, args.encoding, args.min_images)
+        print(f"wrote {summary['images']} images of {summary['identities']} identities ({args.layout} layout) "
+              f"to {args.paths[1]}/train.rec, train.idx, property")
+        return 0
+    if args.what == "bin":
+        from data_prep.export import export_bin
+
+        if len(args.paths) != 3:
+            raise UsageError("usage: faceverify export bin ALIGNED_LFW PAIRS OUT.bin")
+        summary = export_bin(args.paths[0], args.paths[1], args.paths[2], args.encoding)
+        print(f"wrote {summary['pairs']} pairs ({summary['images']} images, {summary['folds']} fold(s) in the "
+              f"pairs file) to {args.paths[2]}")
+        return 0
+    from faceverify.export import export_model
+
+    if len(args.paths) != 1:
+        raise UsageError("usage: faceverify export CKPT OUT --format torchscript|onnx")
+    result = export_model(Path(args.what), args.paths[0], args.format)
+    threshold = result["calibration"]["threshold"] if result["calibration"] else "none (verify needs --threshold)"
+    print(f"wrote {result['out']} ({args.format}): input {result['input_size'][0]}x{result['input_size'][1]}, "
+          f"template {result['template']}, flip {result['flip']}, threshold {threshold}; largest difference from "
+          f"the checkpoint on normalised embeddings {result['max_abs_diff']:.2e}")
+    return 0
+
+
+def add_lfw(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lfw", help="locate, verify or download LFW")
+    p.add_argument("action", choices=["verify", "download"])
+    p.add_argument("path", nargs="?", type=Path,
+                   help="verify: LFW folder (default: located); download: data home folder")
+    p.add_argument("--manifest", type=Path, help="verify: TSV of path, sha256, bytes to check every file")
+    p.add_argument("--original", action="store_true", help="download: the original (not funneled) images")
+    p.set_defaults(func=run_lfw)
+
+
+def run_lfw(args: argparse.Namespace) -> int:
+    from data_prep.datasets import download_lfw, locate_lfw, verify_lfw
+
+    if args.action == "download":
+        if args.path is None:
+            raise UsageError("faceverify lfw download needs a target folder")
+        location = download_lfw(args.path, funneled=not args.original)
+    else:
+        location = locate_lfw(args.path)
+    report = verify_lfw(location.images, args.manifest)
+    print(f"LFW images {location.images}, protocol files {location.protocol}: {report}")
+    return 0
+
+
+def add_casia_overlap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("casia-overlap", help="list CASIA-WebFace identities that are also in LFW")
+    p.add_argument("names", type=Path, help="CASIA-WebFace names.txt ('<id> <name>' per line)")
+    p.add_argument("--lfw-people", type=Path, help="LFW people.txt (default $FACEVERIFY_DATA/lfw/people.txt)")
+    p.add_argument("--out", type=Path, required=True, help="identity list for pack --exclude-identities")
+    p.set_defaults(func=run_casia_overlap)
+
+
+def run_casia_overlap(args: argparse.Namespace) -> int:
+    from data_prep.datasets import casia_lfw_overlap, lfw_people_names
+    from faceverify.data.locate import lfw_protocol_dir
+    from faceverify.io import write_text
+
+    people = args.lfw_people or lfw_protocol_dir() / "people.txt"
+    overlap = casia_lfw_overlap(args.names, lfw_people_names(people))
+    write_text(args.out, "".join(f"{i}\n" for i in overlap))
+    print(f"{len(overlap)} CASIA-WebFace identities also in LFW; wrote {args.out}")
+    return 0

@@ -1,0 +1,260 @@
+"""Using a model: ``faceverify verify`` (two photos, CSV of pairs), ``embed``, ``export`` and the Python
+API, with dlib, a checkpoint and its exports, on real photos; bad input gets one line and exit 2
+(or a recorded status in batch runs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import faceverify
+from faceverify.cli import main
+from faceverify.data.lfw import read_pairs
+from faceverify.model import Calibration, calibration_path, load_model, write_calibration
+from faceverify.training.trainer import train
+from tests.training.conftest import small_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def photos(faces_dir: Path) -> dict[str, Path]:
+    tests = faces_dir / "face_recognition_samples" / "tests" / "test_images"
+    return {"obama": tests / "obama.jpg", "obama2": tests / "obama2.jpg", "biden": tests / "biden.jpg",
+            "two": faces_dir / "face_recognition_samples" / "examples" / "two_people.jpg",
+            "noise": faces_dir / "facenet_pytorch_samples" / "test_images" / "noise" / "1.jpg"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(att_packed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "run"
+    train(small_config(att_packed, out, optim={"max_iters": 20, "milestones": [100], "lr": 0.03}))
+    return out / "checkpoints" / "last.pt"
+
+
+def last_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.rstrip("\n").split("\n")[-1]
+
+
+# ----------------------------------------------------------------------------- dlib
+def test_dlib_verify_exit_codes_and_json(photos, capsys):
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", "dlib"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("same person:") and "minus euclidean distance" in out and "dlib's documented rule" in out
+    assert main(["verify", str(photos["obama"]), str(photos["biden"]), "--model", "dlib", "--json"]) == 1
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["same"] is False and verdict["threshold"] == -0.6 and verdict["similarity"] < -0.6
+    assert {"similarity", "threshold", "same", "faces_a", "faces_b"} <= set(verdict)
+
+
+def test_all_faces_compares_every_face(photos, capsys):
+    assert main(["verify", str(photos["two"]), str(photos["obama"]), "--model", "dlib", "--json",
+                 "--all-faces"]) in (0, 1)
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["faces_a"] == 2 and len(verdict["pairs"]) == 2
+    assert verdict["similarity"] == max(p["similarity"] for p in verdict["pairs"])
+
+
+@pytest.mark.parametrize("case,fragment", [("noise", "no face found in"), ("missing", "does not exist"),
+                                           ("truncated", "cannot read image")])
+def test_bad_photos_are_one_line_exit_2_naming_the_photo(photos, tmp_path: Path, capsys, case: str,
+                                                         fragment: str):
+    if case == "noise":
+        bad = photos["noise"]
+    elif case == "missing":
+        bad = tmp_path / "nowhere.jpg"
+    else:
+        bad = tmp_path / "cut.jpg"
+        bad.write_bytes(photos["obama"].read_bytes()[:2000])
+    assert main(["verify", str(photos["obama"]), str(bad), "--model", "dlib"]) == 2
+    line = last_line(capsys)
+    assert line.startswith("faceverify verify: error:") and fragment in line and str(bad) in line
+
+
+# ----------------------------------------------------------------------------- checkpoints and exports
+def test_a_checkpoint_without_threshold_says_so_and_takes_one(checkpoint: Path, photos, capsys):
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(checkpoint)]) == 2
+    assert "has no calibrated threshold" in last_line(capsys)
+    code = main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(checkpoint),
+                 "--threshold", "-1.5", "--json"])
+    verdict = json.loads(capsys.readouterr().out)
+    assert code == 0 and verdict["same"] is True and verdict["threshold_source"] == "given (--threshold)"
+    # the similarity is the cosine of the model's flip-concatenated features of the two chosen faces
+    model = load_model(checkpoint, device="cpu")
+    a, b = model.embed([photos["obama"], photos["obama2"]])
+    assert verdict["similarity"] == pytest.approx(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)), abs=1e-6)
+    assert model.template == "112x96" and model.input_size == (56, 48) and a.shape == (2 * 64,)
+
+
+def test_eval_calibrates_and_verify_matches_the_evaluator(checkpoint: Path, mini_lfw, tmp_path: Path, capsys):
+    """The threshold comes from the LFW protocol, and verify scores a pair exactly as the evaluator
+    scores the same pair from an aligned tree (same alignment, crop fit, flip and cosine)."""
+    model_path = tmp_path / "model.pt"
+    shutil.copy(checkpoint, model_path)
+    aligned = tmp_path / "aligned"
+    assert main(["align", str(mini_lfw.images), str(aligned), "--purpose", "eval", "--device", "cpu"]) == 0
+    assert main(["eval", "--checkpoint", str(model_path), "--lfw", str(aligned), "--pairs", str(mini_lfw.pairs),
+                 "--out", str(tmp_path / "eval"), "--flip", "concat", "--device", "cpu"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    calibration = json.loads(calibration_path(model_path).read_text())
+    assert calibration["threshold"] == pytest.approx(np.mean(metrics["fold_thresholds"]))
+    assert calibration["accuracy"] == metrics["accuracy"] and calibration["flip"] == "concat"
+    pairs = read_pairs(mini_lfw.pairs)
+    saved = np.load(tmp_path / "eval" / "embeddings.npz")
+    row = {p.rsplit(".", 1)[0]: i for i, p in enumerate(saved["paths"].tolist())}
+    features = np.concatenate([saved["embeddings"], saved["embeddings_flip"]], axis=1)
+    for i in (0, 2):  # a matched and a mismatched pair
+        a, b = pairs.keys_a[i], pairs.keys_b[i]
+        fa, fb = features[row[a]], features[row[b]]
+        expected = float(fa @ fb / np.linalg.norm(fa) / np.linalg.norm(fb))
+        capsys.readouterr()
+        code = main(["verify", str(mini_lfw.images / f"{a}.jpg"), str(mini_lfw.images / f"{b}.jpg"),
+                     "--model", str(model_path), "--json"])
+        verdict = json.loads(capsys.readouterr().out)
+        assert verdict["similarity"] == pytest.approx(expected, abs=2e-3)
+        assert verdict["threshold"] == pytest.approx(calibration["threshold"])
+        assert code == (0 if verdict["similarity"] > verdict["threshold"] else 1)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("torchscript", ".ts"), ("onnx", ".onnx")])
+def test_export_round_trips_with_its_metadata(checkpoint: Path, photos, tmp_path: Path, capsys, fmt: str,
+                                              suffix: str):
+    model_path = tmp_path / "model.pt"
+    shutil.copy(checkpoint, model_path)
+    write_calibration(model_path, Calibration(0.25, "cosine", "concat", 0.9, "a test threshold"))
+    out = tmp_path / f"exported{suffix}"
+    assert main(["export", str(model_path), str(out), "--format", fmt]) == 0
+    printed = capsys.readouterr().out
+    difference = float(printed.rsplit(" ", 1)[-1])
+    assert difference <= 1e-4
+    exported = load_model(out)
+    assert exported.kind == fmt and exported.input_size == (56, 48) and exported.template == "112x96"
+    assert exported.calibration == Calibration(0.25, "cosine", "concat", 0.9, "a test threshold")
+    original = load_model(model_path, device="cpu")
+    va = original.verify(photos["obama"], photos["biden"])
+    vb = exported.verify(photos["obama"], photos["biden"])
+    assert vb.similarity == pytest.approx(va.similarity, abs=1e-4) and vb.same == va.same
+    assert vb.threshold == 0.25
+
+
+@pytest.mark.parametrize("content,fragment", [(b"", "is empty"), (b"not a model at all", "is not a faceverify model"),
+                                              ("zip", "is not a faceverify model")])
+def test_a_model_file_of_another_kind_is_one_line(photos, tmp_path: Path, capsys, content, fragment: str):
+    path = tmp_path / "model.pt"
+    if content == "zip":
+        import torch
+
+        torch.save({"some": "dict"}, path)  # a torch file, but not a faceverify checkpoint
+    else:
+        path.write_bytes(content)
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(path)]) == 2
+    assert fragment in last_line(capsys)
+
+
+def test_a_template_other_than_the_models_is_refused(checkpoint: Path, photos, capsys):
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(checkpoint), "--template",
+                 "112x112", "--threshold", "0"]) == 2
+    assert "was trained on 112x96 crops" in last_line(capsys)
+
+
+# ----------------------------------------------------------------------------- many photos
+def test_verify_pairs_csv_embeds_each_photo_once_and_records_failures(photos, tmp_path: Path, monkeypatch):
+    from faceverify.model import FaceModel
+
+    seen = []
+    original = FaceModel.faces_many
+
+    def counting(self, images):
+        seen.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(FaceModel, "faces_many", counting)
+    pairs = tmp_path / "pairs.csv"
+    shutil.copy(photos["obama"], tmp_path / "o.jpg")
+    rows = [("o.jpg", str(photos["obama2"]), "x1"), ("o.jpg", str(photos["biden"]), "x2"),
+            ("o.jpg", "gone.jpg", "x3"), (str(photos["noise"]), "o.jpg", "x4")]
+    with open(pairs, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "note"])
+        writer.writerows(rows)
+    assert main(["verify", "--pairs", str(pairs), "--model", "dlib", "--out", str(tmp_path / "out.csv")]) == 0
+    with open(tmp_path / "out.csv", newline="") as handle:
+        results = list(csv.DictReader(handle))
+    assert [r["note"] for r in results] == ["x1", "x2", "x3", "x4"]
+    assert [r["same"] for r in results] == ["true", "false", "", ""]
+    assert results[2]["status"] == "b: missing file" and results[3]["status"] == "a: no face found"
+    assert sum(seen) == 4  # o.jpg, obama2, biden, noise: each read and detected once (gone.jpg never)
+
+
+def test_embed_resumes_after_a_kill_to_the_same_result(checkpoint: Path, mini_lfw, tmp_path: Path, monkeypatch):
+    from faceverify import photos as photos_module
+
+    args = ["embed", str(mini_lfw.images), "--model", str(checkpoint), "--device", "cpu", "--chunk", "25"]
+    out = tmp_path / "emb.npz"
+    real = photos_module._crops
+    calls = {"n": 0}
+
+    def dying(model, root, rels):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed in the third chunk
+        return real(model, root, rels)
+
+    monkeypatch.setattr(photos_module, "_crops", dying)
+    with pytest.raises(KeyboardInterrupt):
+        main(args + ["--out", str(out)])
+    assert not out.exists() and len(list((tmp_path / "emb.npz.partial").glob("chunk-*.npz"))) == 2
+    monkeypatch.setattr(photos_module, "_crops", real)
+    assert main(args + ["--out", str(out)]) == 0
+    assert not (tmp_path / "emb.npz.partial").exists()
+    straight = tmp_path / "straight.npz"
+    assert main(args + ["--out", str(straight)]) == 0
+    a, b = np.load(out), np.load(straight)
+    assert a["paths"].tolist() == b["paths"].tolist() and len(a["paths"]) == 68
+    np.testing.assert_array_equal(a["embeddings"], b["embeddings"])
+    np.testing.assert_array_equal(a["embeddings_flip"], b["embeddings_flip"])
+    # another model into the same unfinished output is refused, not mixed in
+    (tmp_path / "again.npz.partial").mkdir()
+    (tmp_path / "again.npz.partial" / "meta.json").write_text('{"model": "other"}')
+    assert main(["embed", str(mini_lfw.images), "--model", str(checkpoint), "--out", str(tmp_path / "again.npz")]) == 2
+
+
+def test_embed_output_evaluates_with_the_lfw_protocol(mini_lfw, tmp_path: Path):
+    out = tmp_path / "emb.npz"
+    assert main(["embed", str(mini_lfw.images), "--model", "dlib", "--out", str(out)]) == 0
+    data = np.load(out)
+    assert len(data["paths"]) == 68 and set(data["status"]) == {"ok"} and data["paths"][0].count("/") == 1
+    assert main(["eval", "--embeddings", str(out), "--pairs", str(mini_lfw.pairs), "--out", str(tmp_path / "e"),
+                 "--metric", "euclidean"]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["n_pairs"] == 40 and metrics["accuracy"] >= 0.9  # dlib on 40 real LFW pairs
+
+
+def test_embed_records_photos_it_cannot_use_and_eval_names_them(photos, tmp_path: Path, capsys):
+    listing = tmp_path / "list.txt"
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    listing.write_text(f"{photos['obama']}\n{photos['noise']}\nempty.jpg\nnot_there.jpg\n")
+    assert main(["embed", str(listing), "--model", "dlib", "--out", str(tmp_path / "e.npz")]) == 0
+    data = np.load(tmp_path / "e.npz")
+    assert data["status"].tolist() == ["ok", "no face found", "unreadable: zero-byte file", "missing file"]
+    from faceverify.evaluation.lfw_eval import EmbeddingSet
+
+    embeddings = EmbeddingSet.load(tmp_path / "e.npz")
+    assert len(embeddings.keys) == 1 and embeddings.excluded[str(photos["noise"]).rsplit(".", 1)[0]] == "no face found"
+
+
+# ----------------------------------------------------------------------------- the Python API
+def test_the_readme_python_example(photos):
+    model = faceverify.load_model("dlib")
+    verdict = model.verify(photos["obama"], photos["obama2"])
+    assert verdict.same and verdict.threshold == -0.6
+    features = model.embed([photos["obama"], photos["biden"]])
+    assert features.shape == (2, 128)
+    assert model.describe()["template"] == "dlib"
