@@ -131,6 +131,12 @@ def benchmark_section() -> str:
                      f"{float(row['packed_best_images_per_s']):.0f} from the packed memmap "
                      f"({float(row['packed_over_recordio']):.1f}x); pack with `--from-rec` when the loader, not the "
                      "GPU, is the bottleneck (`experiments/bench_recordio.py`).")
+    rows = _rows(ROOT / "results" / "benchmarks" / "embed.csv")
+    if rows:
+        cells = "; ".join(f"{r['network']}: {float(r['photos_images_per_s']):.1f} photos/s with detection and "
+                          f"alignment, {float(r['aligned_crops_images_per_s']):.0f} aligned crops/s" for r in rows[-2:])
+        parts.append(f"- **Using a model** (`faceverify embed`/`verify`, flip included, {rows[-1]['device']}): {cells} "
+                     "(`experiments/bench_embed.py`).")
     row = _last(ROOT / "results" / "benchmarks" / "test_suite.csv")
     if row:
         parts.append(f"- **Test suite** (`make test` on a fresh clone, {row['device']}, commit {row['commit']}): "

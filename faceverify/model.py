@@ -351,9 +351,13 @@ def _metadata_model(path: Path, kind: str, embed: Callable, metadata: dict, devi
 
 
 def _load_torchscript(path: Path, device: torch.device, policy: str) -> FaceModel:
+    import warnings
+
     extra = {"faceverify.json": ""}
     try:
-        network = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        with warnings.catch_warnings():  # torch 2.9+ announces TorchScript's deprecation
+            warnings.simplefilter("ignore", FutureWarning)
+            network = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except RuntimeError as err:
         raise ModelError(f"{path} is not a loadable TorchScript model: {str(err).splitlines()[0]}") from None
     metadata = json.loads(extra["faceverify.json"] or "{}")
