@@ -113,7 +113,7 @@ def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = No
     csv_path = run_ablation(spec)
     row = read_rows(csv_path)[-1]
     model_path = save_model(row, out, spec.eval_flip)
-    examples = example_pairs(location, fold, Path(spec.work) / spec.name / "cells" / f"{row['cell']}.npz",
+    examples = example_pairs(location, fold, Path(row["cell_file"]),
                              float(row["threshold"]), model_path)
     result = {
         "held_out_fold": fold, "accuracy": float(row["accuracy"]), "auc": float(row["auc"]),
@@ -125,7 +125,7 @@ def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = No
         "context": context_line(row, profile),
     }
     write_json(out / "result.json", result)
-    with np.load(Path(spec.work) / spec.name / "cells" / f"{row['cell']}.npz") as cell:
+    with np.load(row["cell_file"]) as cell:
         n_pairs = int(cell["scores"].size)
     print(f"\nsoftmax + center loss, trained on LFW people outside fold {fold}: held-out accuracy "
           f"{100 * result['accuracy']:.2f}% (AUC {result['auc']:.4f}) on fold {fold}'s {n_pairs} pairs; "

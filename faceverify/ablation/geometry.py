@@ -6,6 +6,12 @@ embeddings; identities with at least two images):
 * compactness = mean_i || x_i - c_{y_i} ||              (intra-class spread; lower is tighter)
 * separation  = mean_j min_{l != j} || c_j - c_l ||     (distance to the nearest other class)
 * ratio       = compactness / separation                (lower is better)
+* effective rank = exp(H(sigma / sum sigma)) of the centred embedding matrix's singular values
+  (Roy & Vetterli 2007): how many dimensions the embedding really uses
+
+An embedding has **collapsed** when it maps faces to (almost) one point or one direction: effective
+rank below 2, or compactness and separation both below 0.01 (batch-hard triplet did this in the
+first CPU ablation). The table flags it.
 
 and a 2-D projection (PCA) of a few identities for plots.
 """
@@ -35,8 +41,23 @@ def class_geometry(embeddings: np.ndarray, labels: list[str]) -> dict[str, float
     d2 = np.maximum(gram[:, None] + gram[None, :] - 2 * centroids @ centroids.T, 0.0)
     np.fill_diagonal(d2, np.inf)
     separation = float(np.sqrt(d2.min(axis=1)).mean())
+    rank = effective_rank(embeddings[keep])
+    collapsed = rank < 2.0 or (compactness < 0.01 and separation < 0.01)
     return {"compactness": compactness, "separation": separation, "ratio": compactness / separation,
+            "effective_rank": rank, "collapsed": bool(collapsed),
             "geometry_identities": int(classes.size), "geometry_images": int(x.shape[0])}
+
+
+def effective_rank(embeddings: np.ndarray) -> float:
+    """exp of the entropy of the normalised singular values of the centred, L2-normalised rows."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sigma = np.linalg.svd(x - x.mean(axis=0, keepdims=True), compute_uv=False)
+    if sigma.sum() <= 1e-12:
+        return 0.0  # every row the same point
+    p = sigma / sigma.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def projection(embeddings: np.ndarray, labels: list[str], identities: list[str]) -> np.ndarray:

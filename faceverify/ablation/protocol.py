@@ -7,7 +7,12 @@ people all belong to set ``k``, so no test identity is ever trained on). The thr
 TAR@FAR are computed on fold ``k``'s pairs alone.
 
 With ``inner_validation`` one more set, ``j = k mod 10 + 1``, is held out of training too; its
-pairs give an accuracy that sweeps use to *choose* a value without looking at fold ``k``.
+pairs give an accuracy that tuning trials and sweeps use to *choose* a value without looking at
+fold ``k`` (the threshold for set ``j`` comes from the eight folds that are neither ``k`` nor ``j``).
+
+With a training source other than LFW (CASIA-WebFace, ...), :func:`holdout_identities` sets a
+fraction of its identities aside for the trials, and :func:`validation_pairs` draws verification
+pairs among them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from data_prep.pack import PackConfig, pack_aligned
 from faceverify.data.lfw import (
@@ -27,7 +31,6 @@ from faceverify.data.lfw import (
     read_people,
     resolve_image_paths,
 )
-from faceverify.evaluation.verification import best_threshold, pair_similarity, threshold_at_far
 
 
 @dataclass(frozen=True)
@@ -61,41 +64,6 @@ def ensure_pack(aligned: Path, split: FoldSplit, size: str, work: Path) -> Path:
     return out
 
 
-@dataclass
-class FoldScores:
-    """Similarities of every View 2 pair under one model (cosine of flip-combined features)."""
-
-    scores: np.ndarray  # [6000]
-    same: np.ndarray
-    fold: np.ndarray  # 0-based
-
-    def accuracy(self, test_fold: int, threshold_folds: list[int]) -> tuple[float, float]:
-        """(accuracy on ``test_fold``, threshold) with the threshold chosen on ``threshold_folds``
-        (all 1-based)."""
-        train = np.isin(self.fold, [f - 1 for f in threshold_folds])
-        threshold, _ = best_threshold(self.scores[train], self.same[train])
-        test = self.fold == test_fold - 1
-        return float(np.mean((self.scores[test] > threshold) == self.same[test])), threshold
-
-    def fold_metrics(self, test_fold: int, threshold_folds: list[int], far: float = 1e-3) -> dict[str, float]:
-        accuracy, threshold = self.accuracy(test_fold, threshold_folds)
-        train = np.isin(self.fold, [f - 1 for f in threshold_folds])
-        test = self.fold == test_fold - 1
-        far_threshold = threshold_at_far(self.scores[train & ~self.same], far)
-        return {
-            "accuracy": accuracy,
-            "threshold": threshold,
-            "auc": float(roc_auc_score(self.same[test], self.scores[test])),
-            "tar_at_far_1e-3": float(np.mean(self.scores[test & self.same] > far_threshold)),
-        }
-
-
-def pair_scores(pairs: PairsProtocol, features: dict[str, np.ndarray]) -> FoldScores:
-    a = np.stack([features[k] for k in pairs.keys_a])
-    b = np.stack([features[k] for k in pairs.keys_b])
-    return FoldScores(pair_similarity(a, b, "cosine"), pairs.same, pairs.fold)
-
-
 def evaluation_images(protocol_dir: Path, aligned: Path, held_out: int) -> tuple[PairsProtocol, list[str], dict[str, Path]]:
     """View 2 pairs, the keys to embed (all pair images + every image of the held-out people
     with at least two images, for the geometry) and their aligned files."""
@@ -108,3 +76,31 @@ def evaluation_images(protocol_dir: Path, aligned: Path, held_out: int) -> tuple
 
 def held_out_identity_keys(keys: list[str], test_people: frozenset[str]) -> list[str]:
     return [k for k in keys if identity_of_key(k) in test_people]
+
+
+def holdout_identities(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Sorted label values of the identities (with two or more images) set aside for validation."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    eligible = values[counts >= 2]
+    count = max(2, int(round(fraction * eligible.size)))
+    if eligible.size < 3:
+        raise ValueError("a validation hold-out needs at least three identities with two or more images")
+    rng = np.random.default_rng([seed, 7919])
+    return np.sort(rng.choice(eligible, size=min(count, eligible.size - 1), replace=False))
+
+
+def validation_pairs(labels: np.ndarray, identities: np.ndarray, per_class: int = 300,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(index_a, index_b, same)`` of ``per_class`` matched and as many mismatched pairs of dataset
+    rows among ``identities`` (at most what they allow), drawn from one seed."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, 104729])
+    members = {int(c): np.flatnonzero(labels == c) for c in identities}
+    classes = [c for c, rows in members.items() if rows.size >= 2]
+    matched = [tuple(rng.choice(members[c], 2, replace=False)) for c in rng.choice(classes, per_class)]
+    mismatched = []
+    for _ in range(per_class):
+        c1, c2 = rng.choice(classes, 2, replace=False)
+        mismatched.append((rng.choice(members[c1]), rng.choice(members[c2])))
+    pairs = np.array(matched + mismatched, dtype=np.int64)
+    return pairs[:, 0], pairs[:, 1], np.array([True] * len(matched) + [False] * len(mismatched))

@@ -1,13 +1,16 @@
 """``faceverify`` command line: parse arguments, call the library, print where outputs went.
 
 Every command has one shape (see :mod:`faceverify.cli.shape`); every input or usage error is
-one line on stderr and exit status 2 (``verify`` also uses 0 and 1 for its decision).
+one line on stderr and exit status 2 (``verify`` also uses 0 and 1 for its decision);
+``FACEVERIFY_TRACEBACK=1`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import Callable, NoReturn
 
 from faceverify.cli import data_commands, eval_commands, run_commands, use_commands
@@ -59,5 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, KeyError, FloatingPointError, OSError) as err:
         # every input or usage error: one message naming the file or option, exit status 2
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if os.environ.get("FACEVERIFY_TRACEBACK"):  # for developers: the whole story
+            traceback.print_exc()
         print(f"faceverify {command}: error: {message}", file=sys.stderr)
         return 2

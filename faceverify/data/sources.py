@@ -7,7 +7,11 @@ is all the trainer and the samplers use.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from faceverify.data.packed import PackedFaces
 from faceverify.data.recordio import RecordFaces, is_recordio_folder
@@ -33,3 +37,52 @@ def open_training_data(source: str | Path, cache_dir: str | Path | None = None, 
     raise FileNotFoundError(f"data.source {root} is neither a packed folder (meta.json, images.u8) nor a "
                             "RecordIO folder (train.rec); pack an aligned tree with `faceverify pack` or "
                             "convert with `faceverify pack --from-rec`")
+
+
+class SubsetFaces:
+    """The rows of a training dataset whose identities are not held out, labels renumbered 0..C-1.
+
+    Serves batches as the wrapped dataset does (``__getitems__``); ``fingerprint`` and ``describe``
+    say which identities were left out, so a resumed run checks it trains on the same subset.
+    """
+
+    def __init__(self, dataset, held_out: np.ndarray, note: str):
+        self.dataset = dataset
+        keep = ~np.isin(dataset.labels, held_out)
+        self.rows = np.flatnonzero(keep)
+        self.classes, self.labels = np.unique(dataset.labels[keep], return_inverse=True)
+        self.labels = self.labels.astype(np.int64)
+        self.note = note
+        self.held_out = held_out
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.classes.size)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.dataset.image_size
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"{self.dataset.fingerprint}|{self.held_out.tolist()}".encode()).hexdigest()
+        return digest[:16]
+
+    def describe(self) -> str:
+        return f"{len(self)} images of {self.num_classes} identities ({self.note}; of {self.dataset.describe()})"
+
+    def __getitems__(self, indices):
+        images, _ = self.dataset.__getitems__(self.rows[np.asarray(indices, dtype=np.int64)])
+        return images, torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+
+
+def holdout_subset(dataset, fraction: float, seed: int):
+    """``dataset`` without the validation identities :func:`~faceverify.ablation.protocol.holdout_identities`
+    chooses (a fraction of those with two or more images)."""
+    from faceverify.ablation.protocol import holdout_identities
+
+    held_out = holdout_identities(dataset.labels, fraction, seed)
+    return SubsetFaces(dataset, held_out, f"{held_out.size} identities held out for validation")

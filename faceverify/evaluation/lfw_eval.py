@@ -213,7 +213,8 @@ def evaluate_embeddings(
     )
     labels = [identity_of_key(k) for k in embeddings.keys]
     # Recall@K needs identities: a .bin set's keys carry none (every key is "<set>/<index>")
-    recall = recall_at_k(features, labels, config.recall_ks, metric=config.metric) if len(set(labels)) > 1 else {}
+    recall = (recall_at_k(features, labels, config.recall_ks, metric=config.metric)
+              if config.recall_ks and len(set(labels)) > 1 else {})
     metrics = result.to_dict()
     metrics.update(
         recall_at_k=recall,

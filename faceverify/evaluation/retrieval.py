@@ -64,3 +64,48 @@ def recall_at_k(
     out = {str(k): hits[k] / queries.size for k in ks}
     out["n_queries"] = float(queries.size)
     return out
+
+
+def map_at_r(
+    embeddings: np.ndarray,
+    labels: Sequence[str] | np.ndarray,
+    metric: str = "cosine",
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """MAP@R (Musgrave, Belongie & Lim, "A Metric Learning Reality Check", ECCV 2020).
+
+    For each query with ``R >= 1`` other images of its identity, retrieve its ``R`` most similar
+    other images and average the precision at each rank that holds a correct one:
+
+        MAP@R = mean over queries of  1/R * sum_{i=1..R} P(i) * rel(i)
+
+    with ``P(i)`` the precision among the first ``i`` results. Unlike Recall@1 it rewards a
+    well-clustered identity, not just one close neighbour. Returns ``{"map_at_r", "n_queries"}``.
+    """
+    labels_arr = np.asarray(labels)
+    counts = Counter(labels_arr.tolist())
+    queries = np.flatnonzero([counts[label] >= 2 for label in labels_arr.tolist()])
+    if queries.size == 0:
+        return {"map_at_r": float("nan"), "n_queries": 0.0}
+    feats = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
+    if metric == "cosine":
+        feats = torch.nn.functional.normalize(feats, dim=1)
+    elif metric != "euclidean":
+        raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
+    _, codes = np.unique(labels_arr, return_inverse=True)
+    codes_t = torch.as_tensor(codes)
+    r_of = torch.as_tensor([counts[label] - 1 for label in labels_arr.tolist()])
+    r_max = int(r_of[torch.as_tensor(queries)].max())
+    total = 0.0
+    for start in range(0, queries.size, chunk_size):
+        q_idx = torch.as_tensor(queries[start : start + chunk_size])
+        sim = feats[q_idx] @ feats.T if metric == "cosine" else -torch.cdist(feats[q_idx], feats)
+        sim[torch.arange(q_idx.numel()), q_idx] = float("-inf")
+        top = sim.topk(min(r_max, feats.shape[0] - 1), dim=1).indices
+        relevant = (codes_t[top] == codes_t[q_idx].unsqueeze(1)).double()  # [Q, r_max]
+        r = r_of[q_idx].unsqueeze(1)
+        ranks = torch.arange(1, top.shape[1] + 1, dtype=torch.float64).unsqueeze(0)
+        within = ranks <= r
+        precision = torch.cumsum(relevant, dim=1) / ranks
+        total += float(((precision * relevant * within).sum(dim=1) / r.double().squeeze(1)).sum())
+    return {"map_at_r": total / queries.size, "n_queries": float(queries.size)}

@@ -11,12 +11,12 @@ from faceverify.losses.miners import (
     SemiHardMiner,
 )
 from faceverify.losses.objective import LOSSES, LossConfig, Objective
-from faceverify.losses.pair import ContrastiveLoss, MultiSimilarityLoss, NPairLoss, TripletLoss
+from faceverify.losses.pair import ContrastiveLoss, MarginLoss, MultiSimilarityLoss, NPairLoss, TripletLoss
 from faceverify.losses.proxy import ProxyNCALoss
 
 __all__ = [
     "ArcFaceLoss", "BatchHardMiner", "CenterLoss", "ContrastiveLoss", "CosFaceLoss", "DISTANCES",
-    "DistanceWeightedMiner", "LOSSES", "LossConfig", "MINERS", "MultiSimilarityLoss",
+    "DistanceWeightedMiner", "LOSSES", "LossConfig", "MINERS", "MarginLoss", "MultiSimilarityLoss",
     "MultiSimilarityMiner", "NPairLoss", "Objective", "ProxyNCALoss", "SemiHardMiner",
     "SoftmaxLoss", "SphereFaceLoss", "TripletLoss", "cosine_similarity", "euclidean",
     "squared_euclidean",

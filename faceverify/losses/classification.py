@@ -110,24 +110,43 @@ class CosFaceLoss(_AdditiveMarginHead):
 class ArcFaceOptions:
     s: float = 64.0
     m: float = 0.5  # radians
+    margin_warmup_iters: int = 0  # the margin grows linearly from 0 to m over these training iterations
 
 
 class ArcFaceLoss(_AdditiveMarginHead):
-    """Additive angular margin loss (ArcFace), with the fallback where ``t_y + m > pi``."""
+    """Additive angular margin loss (ArcFace), with the fallback where ``t_y + m > pi``.
 
-    def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.5):
+    ``margin_warmup_iters``: the margin is ``m * min(1, it / warmup)`` at training iteration ``it``
+    (counted by the loss, saved in checkpoints), so a small network first learns to classify
+    before the margin bites.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.5,
+                 margin_warmup_iters: int = 0):
         super().__init__(embedding_dim, num_classes, s, m)
+        self.margin_warmup_iters = margin_warmup_iters
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def current_margin(self) -> torch.Tensor:
+        """The margin now, a 0-d tensor on the loss's device (no host sync)."""
+        if not self.margin_warmup_iters:
+            return torch.full((), self.m, device=self.iteration.device)
+        ramp = (self.iteration.double() / self.margin_warmup_iters).clamp_max(1.0)
+        return (self.m * ramp).float()
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+        m = self.current_margin().to(embeddings.dtype)
+        if self.training:
+            self.iteration += 1
         cos = _cosine(embeddings, self.weight)
         self.predictions = _argmax(cos)
         cos_y = cos.gather(1, labels.unsqueeze(1)).clamp(-1.0, 1.0)
         # cos(t + m) = cos t cos m - sin t sin m, with sin t >= 0 on [0, pi]; the clamp keeps the
         # square root's gradient finite at |cos t| = 1 (acos would give an infinite one)
         sin_y = (1.0 - cos_y * cos_y).clamp_min(1e-12).sqrt()
-        with_margin = cos_y * math.cos(self.m) - sin_y * math.sin(self.m)
+        with_margin = cos_y * torch.cos(m) - sin_y * torch.sin(m)
         # t + m <= pi  <=>  cos t >= cos(pi - m)
-        target = torch.where(cos_y >= math.cos(math.pi - self.m), with_margin, cos_y - self.m * math.sin(self.m))
+        target = torch.where(cos_y >= torch.cos(math.pi - m), with_margin, cos_y - m * torch.sin(m))
         logits = cos * self.s
         logits.scatter_(1, labels.unsqueeze(1), target * self.s)  # in place: one [B, C] tensor
         return F.cross_entropy(logits, labels)

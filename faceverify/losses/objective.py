@@ -31,6 +31,8 @@ from faceverify.losses.miners import build_miner
 from faceverify.losses.pair import (
     ContrastiveLoss,
     ContrastiveOptions,
+    MarginLoss,
+    MarginOptions,
     MultiSimilarityLoss,
     MultiSimilarityOptions,
     NPairLoss,
@@ -53,6 +55,7 @@ class LossConfig:
     npair: NPairOptions = field(default_factory=NPairOptions)
     proxy_nca: ProxyNCAOptions = field(default_factory=ProxyNCAOptions)
     multi_similarity: MultiSimilarityOptions = field(default_factory=MultiSimilarityOptions)
+    margin: MarginOptions = field(default_factory=MarginOptions)
     cosface: CosFaceOptions = field(default_factory=CosFaceOptions)
     arcface: ArcFaceOptions = field(default_factory=ArcFaceOptions)
     sphereface: SphereFaceOptions = field(default_factory=SphereFaceOptions)
@@ -75,7 +78,9 @@ LOSSES: dict[str, Builder] = {
         cfg.multi_similarity.alpha, cfg.multi_similarity.beta, cfg.multi_similarity.base,
         cfg.multi_similarity.epsilon),
     "cosface": lambda d, c, cfg, g: CosFaceLoss(d, c, cfg.cosface.s, cfg.cosface.m),
-    "arcface": lambda d, c, cfg, g: ArcFaceLoss(d, c, cfg.arcface.s, cfg.arcface.m),
+    "arcface": lambda d, c, cfg, g: ArcFaceLoss(d, c, cfg.arcface.s, cfg.arcface.m, cfg.arcface.margin_warmup_iters),
+    "margin": lambda d, c, cfg, g: MarginLoss(c, cfg.margin.margin, cfg.margin.beta, cfg.margin.learn_beta,
+                                             cfg.margin.class_beta, cfg.margin.nu),
     "sphereface": lambda d, c, cfg, g: SphereFaceLoss(
         d, c, cfg.sphereface.m, cfg.sphereface.base, cfg.sphereface.gamma, cfg.sphereface.power,
         cfg.sphereface.lambda_min),
@@ -83,7 +88,7 @@ LOSSES: dict[str, Builder] = {
 # Terms that classify (own class weights and give logits); the first one in `terms` gives accuracy.
 CLASSIFIERS = ("softmax", "cosface", "arcface", "sphereface")
 # Terms that need several images per identity in a batch (use the PK sampler).
-NEEDS_PK = ("contrastive", "triplet", "npair", "multi_similarity")
+NEEDS_PK = ("contrastive", "triplet", "npair", "multi_similarity", "margin")
 
 
 @dataclass
@@ -122,11 +127,14 @@ class Objective(nn.Module):
         self.losses = nn.ModuleDict(
             {name: LOSSES[name](embedding_dim, num_classes, config, generator) for name in active}
         )
+        # any pair loss may take a miner (its options' `miner`); the miner's tuples replace the
+        # loss's own choice of pairs or triplets
         self.miners: dict[str, object] = {}
-        if "contrastive" in active and config.contrastive.miner != "none":
-            name = config.contrastive.miner
-            options = {"generator": generator} if name == "distance_weighted" else {}
-            self.miners["contrastive"] = build_miner(name, **options)
+        for name in active:
+            choice = getattr(getattr(config, name, None), "miner", "none")
+            if choice != "none":
+                options = {"generator": generator} if choice == "distance_weighted" else {}
+                self.miners[name] = build_miner(choice, **options)
         self.classifier_name = next((n for n in active if n in CLASSIFIERS), None)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
@@ -162,7 +170,8 @@ class Objective(nn.Module):
                 loss._pending = None
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
-        """Optimiser groups: class weights decay; centers (own lr) and proxies do not."""
+        """Optimiser groups: class weights decay; centers (own lr), proxies and margin boundaries do not
+        (the last two may carry an ``lr_multiplier`` of the base learning rate)."""
         groups: list[dict] = []
         for name, loss in self.losses.items():
             params = [p for p in loss.parameters() if p.requires_grad]
@@ -172,7 +181,11 @@ class Objective(nn.Module):
                 groups.append({"params": params, "weight_decay": 0.0, "lr": self.config.center.lr,
                                "name": "center", "fixed_lr": True})
             elif name == "proxy_nca":
-                groups.append({"params": params, "weight_decay": 0.0, "name": name})
+                groups.append({"params": params, "weight_decay": 0.0, "name": name,
+                               "lr_multiplier": self.config.proxy_nca.lr_multiplier})
+            elif name == "margin":
+                groups.append({"params": params, "weight_decay": 0.0, "name": name,
+                               "lr_multiplier": self.config.margin.beta_lr_multiplier})
             else:
                 groups.append({"params": params, "weight_decay": weight_decay, "name": name})
         return groups

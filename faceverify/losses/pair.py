@@ -1,4 +1,4 @@
-"""Pair- and triplet-based losses: contrastive, triplet, N-pair, multi-similarity.
+"""Pair- and triplet-based losses: contrastive, triplet, N-pair, multi-similarity, margin.
 
 All are ``loss(embeddings [B, D], labels [B], indices_tuple=None) -> scalar``. ``indices_tuple``
 comes from a miner (:mod:`faceverify.losses.miners`): pairs ``(a1, p, a2, n)`` or triplets
@@ -56,13 +56,16 @@ def _as_triplets(indices: tuple[torch.Tensor, ...]) -> Triplets:
 
 
 # ----------------------------------------------------------------------------- contrastive
+MinerChoice = Literal["none", "multi_similarity", "batch_hard", "semi_hard", "distance_weighted"]
+
+
 @dataclass
 class ContrastiveOptions:
     margin: float = 1.0
     squared: bool = True
     normalize: bool = True  # L2-normalise embeddings first (margins then live on the unit sphere)
     reduction: Literal["mean", "pos_neg_mean", "avg_nonzero"] = "mean"
-    miner: Literal["none", "multi_similarity", "batch_hard", "semi_hard", "distance_weighted"] = "none"
+    miner: MinerChoice = "none"  # a miner's pairs/triplets replace all pairs (any pair loss takes one)
 
 
 class ContrastiveLoss(nn.Module):
@@ -116,10 +119,8 @@ class ContrastiveLoss(nn.Module):
                 embeddings: torch.Tensor) -> torch.Tensor:
         """Reduce masked loss values (entries outside the masks are already zero)."""
         n_pos, n_neg = pos_mask.sum(), neg_mask.sum()
-        if float(n_pos + n_neg) == 0:
-            return _zero(embeddings)
-        if self.reduction == "mean":
-            return (pos.sum() + neg.sum()) / (n_pos + n_neg)
+        if self.reduction == "mean":  # no pair at all gives 0 / 1 = 0 (no host sync to test for it)
+            return (pos.sum() + neg.sum()) / (n_pos + n_neg).clamp_min(1)
         if self.reduction == "pos_neg_mean":
             return pos.sum() / n_pos.clamp_min(1) + neg.sum() / n_neg.clamp_min(1)
         # avg_nonzero: each mean over the pairs whose loss is positive
@@ -134,6 +135,7 @@ class TripletOptions:
     distance: Literal["euclidean", "squared_euclidean", "cosine_similarity"] = "euclidean"
     normalize: bool = True
     reduction: Literal["auto", "mean", "avg_nonzero"] = "auto"
+    miner: MinerChoice = "none"  # a separate miner's tuples replace `mining` (e.g. multi_similarity)
 
 
 class TripletLoss(nn.Module):
@@ -211,6 +213,7 @@ class TripletLoss(nn.Module):
 @dataclass
 class NPairOptions:
     l2_reg: float = 0.002
+    miner: MinerChoice = "none"
 
 
 class NPairLoss(nn.Module):
@@ -277,6 +280,7 @@ class MultiSimilarityOptions:
     beta: float = 50.0
     base: float = 0.5
     epsilon: float = 0.1  # pair mining margin; negative disables the loss's own mining
+    miner: MinerChoice = "none"  # another miner's pairs instead of the loss's own mining
 
 
 class MultiSimilarityLoss(nn.Module):
@@ -321,7 +325,63 @@ class MultiSimilarityLoss(nn.Module):
         return (pos_loss + neg_loss).mean()
 
 
+# ----------------------------------------------------------------------------- margin
+@dataclass
+class MarginOptions:
+    margin: float = 0.2  # alpha
+    beta: float = 1.2  # initial boundary between positive and negative distances
+    learn_beta: bool = True
+    class_beta: bool = False  # one boundary per class instead of one for all
+    nu: float = 0.0  # boundary regularisation weight
+    beta_lr_multiplier: float = 1.0  # the boundaries' learning rate over the base one
+    miner: MinerChoice = "distance_weighted"  # the sampling the loss was designed with
+
+
+class MarginLoss(nn.Module):
+    """Margin-based loss (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep Embedding
+    Learning", ICCV 2017, Eq. 4-5), on L2-normalised embeddings with euclidean distance ``D``::
+
+        l(i, j) = max(0, alpha + y_ij (D_ij - beta)),   y_ij = +1 same identity, -1 otherwise
+
+    over the (anchor, positive) and (anchor, negative) pairs of triplets — all valid triplets, or
+    those of a miner (distance-weighted sampling by default, the pairing the paper proposes).
+    ``beta`` (one, or one per class) is learned, with ``nu * beta`` as its regulariser. The sum of
+    pair losses (plus the regulariser of class boundaries) is divided by the number of pairs with
+    a non-zero loss. Equals pytorch-metric-learning's ``MarginLoss`` on the same triplets.
+
+    Shapes: embeddings ``[B, D]``, labels ``[B]`` -> scalar.
+    """
+
+    def __init__(self, num_classes: int, margin: float = 0.2, beta: float = 1.2, learn_beta: bool = True,
+                 class_beta: bool = False, nu: float = 0.0):
+        super().__init__()
+        initial = torch.full((num_classes if class_beta else 1,), float(beta))
+        if learn_beta:
+            self.beta = nn.Parameter(initial)
+        else:
+            self.register_buffer("beta", initial)
+        self.margin, self.nu, self.learn_beta = margin, nu, learn_beta
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
+                indices_tuple: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        from faceverify.losses.miners import all_triplets
+
+        a, p, n = _as_triplets(indices_tuple) if indices_tuple is not None else all_triplets(labels)
+        x = F.normalize(embeddings, dim=1)
+        d = euclidean(x)
+        beta = self.beta.to(x.dtype)
+        beta = beta if beta.numel() == 1 else beta[labels[a]]
+        pos = F.relu(d[a, p] - beta + self.margin)
+        neg = F.relu(beta - d[a, n] + self.margin)
+        divisor = ((pos > 0).sum() + (neg > 0).sum()).clamp_min(1).to(x.dtype)
+        loss = (pos.sum() + neg.sum()) / divisor  # no triplet: 0 / 1 = 0, the graph kept
+        if self.learn_beta and self.nu:
+            loss = loss + (self.nu * beta if beta.numel() == 1 else (self.nu * beta).sum() / divisor).sum()
+        return loss
+
+
 __all__ = [
     "ContrastiveLoss", "ContrastiveOptions", "TripletLoss", "TripletOptions", "NPairLoss",
-    "NPairOptions", "MultiSimilarityLoss", "MultiSimilarityOptions", "same_label_masks",
+    "NPairOptions", "MultiSimilarityLoss", "MultiSimilarityOptions", "MarginLoss", "MarginOptions",
+    "same_label_masks",
 ]

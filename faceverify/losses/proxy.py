@@ -32,6 +32,7 @@ from faceverify.losses.distances import squared_euclidean
 class ProxyNCAOptions:
     scale: float = 9.0
     include_positive_in_denominator: bool = True
+    lr_multiplier: float = 1.0  # the proxies' learning rate over the base one (ProxyNCA++ uses a larger one)
 
 
 class ProxyNCALoss(nn.Module):

@@ -35,11 +35,14 @@ class DataConfig:
     workers: int = 2
     pin_memory: bool = True
     decode: Literal["cpu", "gpu"] = "cpu"  # RecordIO JPEGs: in the loader's workers, or in batches on the GPU
+    holdout_fraction: float = 0.0  # leave this fraction of identities out (validation of tuning trials)
+    holdout_seed: int = 0
 
     def __post_init__(self) -> None:
         check_range("batch_size", self.batch_size, 1)
         check_range("k", self.k, 1)
         check_range("workers", self.workers, 0)
+        check_range("holdout_fraction", self.holdout_fraction, 0, 1, strict_max=True)
 
 
 @dataclass

@@ -46,7 +46,7 @@ from faceverify.data.lfw import read_pairs
 from faceverify.data.packed import PackedFaces, collate_batch
 from faceverify.data.recordio import RecordFaces, decode_batch_on_gpu
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
-from faceverify.data.sources import open_training_data
+from faceverify.data.sources import holdout_subset, open_training_data
 from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, to_network_input
 from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
 from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
@@ -166,6 +166,8 @@ class Trainer:
             raise ValueError(f"data.decode=gpu needs a CUDA device, the run uses {device}")
         self.dataset = open_training_data(config.data.source, cache_dir=self.out_dir.parent / ".recordio-cache",
                                           encoded=config.data.decode == "gpu", progress=self.info.is_main)
+        if config.data.holdout_fraction:
+            self.dataset = holdout_subset(self.dataset, config.data.holdout_fraction, config.data.holdout_seed)
         # the network's input: model.input, or the data's crop size; 112x112 data feeding a 112x96
         # network gets the template crop on the device (see transforms.check_fit)
         if config.eval.every:  # a misnamed set fails now, not at the first check
@@ -192,7 +194,7 @@ class Trainer:
         groups = _backbone_parameter_groups(self.backbone, config) + self.objective.parameter_groups(
             config.optim.weight_decay)
         for group in groups:
-            group.setdefault("lr", config.optim.lr)
+            group.setdefault("lr", config.optim.lr * group.pop("lr_multiplier", 1.0))
         self.optimizer = torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum,
                                          nesterov=config.optim.nesterov)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, config))

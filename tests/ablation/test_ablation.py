@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data_prep.prepare import AlignConfig, align_tree
@@ -153,3 +154,186 @@ def test_demo_end_to_end_on_an_lfw_style_folder(att_protocol, tmp_path: Path, ca
         assert main(argv.split()[1:]) == (0 if "same person" in comment else 1)
     again = run_demo(str(protocol), tmp_path / "demo", fold=5, profile="cpu", max_iters=6)
     assert again["accuracy"] == result["accuracy"]  # everything reused
+
+
+# ----------------------------------------------------------------------------- tuning, hashing, statistics
+def tuned_spec(tmp_path: Path, protocol: Path, aligned: Path, extra: str = "") -> Path:
+    spec = tmp_path / "tuned.yaml"
+    spec.write_text(
+        "name: tuned\nprofile: cpu\nfolds: [2]\nseeds: [0, 1]\nmax_iters: 4\nprojection_identities: 3\n"
+        f"lfw_aligned: {aligned}\nlfw_protocol: {protocol}\nwork: {tmp_path / 'work'}\nresults: {tmp_path / 'results'}\n"
+        "base: {data: {batch_size: 16, k: 4}}\n"
+        "tuning: {trials: 2, search: grid}\n"
+        "arms:\n"
+        "  softmax: {loss: {terms: {softmax: 1.0}}, tune: {optim.lr: [0.01, 0.05]}}\n"
+        "  margin:\n"
+        "    loss: {terms: !replace {margin: 1.0}}\n"
+        "    tune: {loss.margin.margin: [0.1, 0.3]}\n" + extra
+    )
+    return spec
+
+
+def test_tuning_chooses_on_inner_validation_and_finals_use_the_choice(att_protocol, tmp_path: Path, capsys):
+    protocol, aligned = att_protocol
+    spec_path = tuned_spec(tmp_path, protocol, aligned)
+    assert main(["ablate", str(spec_path)]) == 0
+    results = tmp_path / "results"
+    with open(results / "tuned_tuning.csv", newline="") as handle:
+        trials = list(csv.DictReader(handle))
+    with open(results / "tuned.csv", newline="") as handle:
+        finals = list(csv.DictReader(handle))
+    assert [(t["arm"], t["trial"]) for t in trials] == [("softmax", "0"), ("softmax", "1"), ("margin", "0"),
+                                                        ("margin", "1")]
+    assert all(t["inner_fold"] == "3" and t["stage"] == "trial" and t["seed"] == "0" for t in trials)
+    assert all(int(t["train_images"]) == 320 for t in trials)  # sets 2 (test) and 3 (inner) held out
+    assert [(f["arm"], f["seed"]) for f in finals] == [("softmax", "0"), ("margin", "0"), ("softmax", "1"),
+                                                       ("margin", "1")]
+    for final in finals:
+        assert int(final["train_images"]) == 360  # finals train on all nine other sets
+        arm_trials = [t for t in trials if t["arm"] == final["arm"]]
+        best = max(arm_trials, key=lambda t: (float(t["inner_accuracy"]), -int(t["trial"])))
+        assert final["values"] == best["values"]  # chosen on inner validation, never on the test fold
+        assert final["recall_at_1"] and final["map_at_r"] and final["effective_rank"]
+        assert int(final["images_seen"]) == 4 * 16
+    report = (results / "tuned.md").read_text()
+    assert "## Tuning (2 grid trials" in report and "Tuning curve of `margin`" in report
+    assert "accuracy % [95% CI]" in report and "| verdict |" in report
+    assert (results / "tuned_tuning.png").stat().st_size > 5000
+    # a re-run trains nothing; editing one arm retrains that arm only, and each cell counts once
+    assert main(["ablate", str(spec_path)]) == 0
+    assert capsys.readouterr().out.count("done earlier") == 8
+    assert main(["ablate", str(spec_path), "arms.margin.loss.margin.beta=1.0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done earlier") == 4 and "margin" not in "".join(
+        line for line in out.splitlines() if "done earlier" in line)
+    report = (results / "tuned.md").read_text()
+    assert "| margin | 2 |" in report and "| softmax | 2 |" in report
+    assert "4 row(s) of earlier configurations" in report
+
+
+def test_a_threshold_is_never_chosen_on_the_test_fold():
+    """Scores where the test fold's own best threshold differs from the other folds': the
+    cell metric must be the other folds' threshold applied to the test fold (a leak scores higher)."""
+    import numpy as np
+
+    from faceverify.ablation.runner import fold_metrics
+    from faceverify.data.lfw import PairsProtocol
+    from faceverify.evaluation.lfw_eval import EmbeddingSet
+    from faceverify.evaluation.verification import best_threshold, pair_similarity
+
+    rng = np.random.default_rng(0)
+    n_folds, per = 10, 20
+    keys_a, keys_b, same, fold, vectors = [], [], [], [], {}
+    for f in range(n_folds):
+        for i in range(per):
+            matched = i < per // 2
+            a, b = f"p{f}_{i}/a", f"p{f}_{i}/b"
+            base = rng.normal(size=8)
+            # fold 4 (index 3) is shifted: its mismatched pairs are as similar as other folds' matched ones
+            vectors[a] = base
+            if f == 3:
+                vectors[b] = base + (0.2 if matched else 1.0) * rng.normal(size=8)
+            else:
+                vectors[b] = base + rng.normal(size=8) if matched else rng.normal(size=8)
+            keys_a.append(a)
+            keys_b.append(b)
+            same.append(matched)
+            fold.append(f)
+    pairs = PairsProtocol(Path("synthetic"), tuple(keys_a), tuple(keys_b), np.array(same), np.array(fold), n_folds)
+    keys = list(vectors)
+    embeddings = EmbeddingSet(keys, np.stack([vectors[k] for k in keys]), None)
+    metrics, _ = fold_metrics(embeddings, pairs, 4, "none")
+    scores = pair_similarity(np.stack([vectors[k] for k in keys_a]), np.stack([vectors[k] for k in keys_b]), "cosine")
+    fold_arr, same_arr = np.array(fold), np.array(same)
+    proper, _ = best_threshold(scores[fold_arr != 3], same_arr[fold_arr != 3])
+    leaked, leaked_accuracy = best_threshold(scores[fold_arr == 3], same_arr[fold_arr == 3])
+    expected = float(np.mean((scores[fold_arr == 3] > proper) == same_arr[fold_arr == 3]))
+    assert metrics["threshold"] == proper and metrics["accuracy"] == expected
+    assert leaked != proper and leaked_accuracy > expected  # the leak would have scored higher
+    # inner validation of fold 5 with test fold 4 excluded: fold 4's pairs change nothing
+    inner, _ = fold_metrics(embeddings, pairs, 5, "none", exclude_fold=4)
+    moved = dict(vectors)
+    for k in keys_a[60:80] + keys_b[60:80]:  # fold 4's pairs
+        moved[k] = moved[k] * -3.0
+    moved_set = EmbeddingSet(keys, np.stack([moved[k] for k in keys]), None)
+    assert fold_metrics(moved_set, pairs, 5, "none", exclude_fold=4)[0] == inner
+    assert fold_metrics(moved_set, pairs, 5, "none")[0] != inner  # ...while including it would
+
+
+def test_tuning_spec_rules(tmp_path: Path):
+    from faceverify.ablation.spec import candidates
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\ntuning: {trials: 3, search: grid}\narms:\n  a: {tune: {optim.lr: [0.1, 0.2]}}\n")
+    with pytest.raises(Exception, match="its grid has 2 combinations, tuning.trials is 3"):
+        load_spec(spec)
+    spec.write_text("name: s\ntuning: {trials: 2}\narms:\n  a: {tune: {optim.lr: [0.1, 0.2]}}\n  b: {}\n")
+    with pytest.raises(ValueError, match="arm 'b' declares no `tune:`"):
+        load_spec(spec)
+    spec.write_text("name: s\narms:\n  a: {tune: {optim.lr: [0.1, 0.2]}}\n")
+    with pytest.raises(ValueError, match="tuning.trials is 0"):
+        load_spec(spec)
+    spec.write_text("name: s\ntuning: {trials: 4, search: random, seed: 3}\narms:\n"
+                    "  a: {tune: {optim.lr: {low: 0.001, high: 0.1, log: true}, loss.triplet.margin: [0.1, 0.2]}}\n"
+                    "  b: {tune: {optim.lr: [0.01, 0.02, 0.03]}}\n")
+    loaded = load_spec(spec)
+    for arm in ("a", "b"):
+        for fold in (1, 2):
+            drawn = candidates(loaded, arm, fold)
+            assert len(drawn) == 4 and drawn == candidates(loaded, arm, fold)  # equal budget, reproducible
+    assert all(0.001 <= dict(v)["optim.lr"] <= 0.1 for v in candidates(loaded, "a", 1))
+    assert len(set(candidates(loaded, "b", 1))) == 3  # distinct while the space allows
+
+
+def test_report_statistics_verdicts_collapse_flag_and_one_row_per_cell(tmp_path: Path):
+    from faceverify.ablation.report import write_reports
+    from faceverify.results import append_rows
+
+    spec = AblationSpec(name="synthetic", arms={"softmax": {}, "better": {}, "same": {}, "collapsed": {}},
+                        folds=[1, 2, 3], seeds=[0, 1, 2], bootstrap=2000)
+    rows = []
+    base = {"status": "ok", "input": "56x48", "commit": "c", "device": "cpu", "time_utc": "2026-01-01T00:00:00Z",
+            "train_seconds": 10, "eval_seconds": 1, "images_seen": 1000, "sweep_value": "", "trial": ""}
+    rng = np.random.default_rng(0)
+    for fold in (1, 2, 3):
+        for seed in (0, 1, 2):
+            reference = 0.80 + 0.01 * fold + 0.002 * seed
+            for arm, delta, collapsed in (("softmax", 0.0, False), ("better", 0.03, False),
+                                          ("same", float(rng.normal(0, 0.004)), False), ("collapsed", -0.2, True)):
+                rows.append({**base, "arm": arm, "label": arm, "fold": fold, "seed": seed,
+                             "accuracy": reference + delta, "auc": 0.9, "collapsed": collapsed,
+                             "compactness": 0.001 if collapsed else 0.6, "separation": 0.001 if collapsed else 0.7})
+    stale = {**rows[0], "accuracy": 0.1}
+    append_rows(tmp_path / "synthetic.csv", [stale] + rows)  # an earlier row of the first cell, then its latest
+    write_reports(spec, tmp_path / "synthetic.csv", None)
+    report = (tmp_path / "synthetic.md").read_text()
+    lines = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    assert "| softmax | 9 |" in report  # the stale row is not a tenth cell
+    assert lines["better"].endswith("| better |") and lines["same"].endswith("| indistinguishable |")
+    assert lines["collapsed"].rstrip().endswith("| worse |")
+    assert "**yes** (9/9)" in report and "1 row(s) of earlier configurations" in report
+    softmax_line = next(line for line in report.splitlines() if line.startswith("| softmax | 9 |"))
+    assert "82.20 [" in softmax_line  # the mean of the latest rows, not dragged down by the stale 10%
+
+
+def test_training_on_another_source_with_held_out_identities_for_trials(att_protocol, att_packed: Path,
+                                                                      tmp_path: Path):
+    protocol, aligned = att_protocol
+    spec = tmp_path / "source.yaml"
+    spec.write_text(
+        "name: source\nprofile: cpu\nseeds: [0]\nmax_iters: 4\n"
+        f"lfw_aligned: {aligned}\nlfw_protocol: {protocol}\nwork: {tmp_path / 'work'}\nresults: {tmp_path / 'r'}\n"
+        f"train_source: {att_packed}\nbase: {{data: {{batch_size: 16, k: 4}}}}\n"
+        "tuning: {trials: 2, search: grid, holdout_fraction: 0.2}\n"
+        "arms:\n  softmax: {loss: {terms: {softmax: 1.0}}, tune: {optim.lr: [0.01, 0.05]}}\n"
+    )
+    assert main(["ablate", str(spec)]) == 0
+    with open(tmp_path / "r" / "source_tuning.csv", newline="") as handle:
+        trials = list(csv.DictReader(handle))
+    with open(tmp_path / "r" / "source.csv", newline="") as handle:
+        finals = list(csv.DictReader(handle))
+    assert len(trials) == 2 and all(int(t["train_images"]) == 320 for t in trials)  # 8 of 40 identities held out
+    assert all(0 <= float(t["inner_accuracy"]) <= 1 and t["inner_map_at_r"] for t in trials)
+    assert len(finals) == 1 and finals[0]["fold"] == "0" and int(finals[0]["train_images"]) == 400
+    assert float(finals[0]["threshold"]) == float(finals[0]["threshold"])  # LFW's 10 folds scored
+    assert "train on `" in (tmp_path / "r" / "source.md").read_text()

@@ -293,3 +293,28 @@ def distance_weighted_probabilities(x, labels, cutoff, nonzero_cutoff):
         for n, w in weights.items():
             out[a, n] = math.exp(w - top) / total
     return out
+
+
+def margin_loss(x, labels, margin, beta, nu=0.0, learn_beta=True):
+    """Wu et al. 2017, Eq. 4-5, over every valid triplet's (a, p) and (a, n) pairs; beta a float or a
+    per-class list; the sum over pairs divided by the pairs whose loss is positive."""
+    f = rows(x, True)
+    y = labels.tolist()
+    values, boundaries = [], []
+    for a in range(len(y)):
+        for p in range(len(y)):
+            if p == a or y[p] != y[a]:
+                continue
+            for n in range(len(y)):
+                if y[n] == y[a]:
+                    continue
+                b = beta if isinstance(beta, float) else beta[y[a]]
+                values.append(max(dist(f[a], f[p]) - b + margin, torch.zeros((), dtype=x.dtype)))
+                values.append(max(b - dist(f[a], f[n]) + margin, torch.zeros((), dtype=x.dtype)))
+                boundaries.append(b)
+    positive = [v for v in values if v > 0]
+    divisor = max(len(positive), 1)
+    loss = sum(values) / divisor if values else torch.zeros((), dtype=x.dtype)
+    if learn_beta and nu:
+        loss = loss + (nu * beta if isinstance(beta, float) else sum(nu * b for b in boundaries) / divisor)
+    return loss

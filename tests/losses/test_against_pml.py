@@ -17,6 +17,7 @@ from faceverify.losses import (  # noqa: E402
     ArcFaceLoss,
     ContrastiveLoss,
     CosFaceLoss,
+    MarginLoss,
     MultiSimilarityLoss,
     NPairLoss,
     ProxyNCALoss,
@@ -118,3 +119,15 @@ def test_reducers_are_what_we_think():
     contrastive = pml_losses.ContrastiveLoss().reducer.reducers
     assert all(isinstance(contrastive[k], pml_reducers.AvgNonZeroReducer) for k in ("pos_loss", "neg_loss"))
     assert isinstance(pml_losses.MultiSimilarityLoss().reducer, pml_reducers.MeanReducer)
+
+
+@pytest.mark.parametrize("learn_beta,nu", [(False, 0.0), (True, 0.05)])
+def test_margin_loss(batch, learn_beta: bool, nu: float):
+    x, y = batch
+    distance = pml_distances.LpDistance(normalize_embeddings=True)
+    theirs = pml_losses.MarginLoss(margin=0.25, nu=nu, beta=1.1, learn_beta=learn_beta, distance=distance)
+    ours = MarginLoss(C, margin=0.25, beta=1.1, learn_beta=learn_beta, nu=nu).double()
+    close(ours(x, y), theirs(x, y))
+    miner = pml_miners.BatchHardMiner(distance=distance)
+    triplets = miner(x, y)
+    close(ours(x, y, triplets), theirs(x, y, triplets))

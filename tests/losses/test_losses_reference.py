@@ -11,6 +11,7 @@ from faceverify.losses import (
     CenterLoss,
     ContrastiveLoss,
     CosFaceLoss,
+    MarginLoss,
     MultiSimilarityLoss,
     NPairLoss,
     ProxyNCALoss,
@@ -79,6 +80,16 @@ def reference_and_module(kind: str):
         return MultiSimilarityLoss(2.0, 10.0, 0.5, 0.1), lambda x, y: ref.multi_similarity(x, y, 2.0, 10.0, 0.5, 0.1)
     if kind == "multi_similarity_unmined":
         return MultiSimilarityLoss(2.0, 10.0, 0.5, -1.0), lambda x, y: ref.multi_similarity(x, y, 2.0, 10.0, 0.5, -1.0)
+    if kind == "margin":
+        module = MarginLoss(CLASSES, margin=0.2, beta=1.2).double()
+        with torch.no_grad():
+            module.beta.fill_(1.2)  # exactly 1.2 in float64 (the float32 initial value is 1.2000000477)
+        return module, lambda x, y: ref.margin_loss(x, y, 0.2, 1.2)
+    if kind == "margin_class_beta":
+        module = MarginLoss(CLASSES, margin=0.3, beta=1.0, class_beta=True, nu=0.1).double()
+        with torch.no_grad():
+            module.beta.copy_(torch.tensor([0.9, 1.1, 1.3, 0.7], dtype=torch.float64))
+        return module, lambda x, y: ref.margin_loss(x, y, 0.3, module.beta.detach().tolist(), nu=0.1)
     if kind in ("proxy_nca", "proxy_nca_paper"):
         include = kind == "proxy_nca"
         module = ProxyNCALoss(CLASSES, DIM, scale=3.0, include_positive_in_denominator=include).double()
@@ -108,7 +119,7 @@ def reference_and_module(kind: str):
 
 KINDS = ["contrastive_sq", "contrastive_plain_pn", "contrastive_nonzero", "triplet_all", "triplet_batch_hard",
          "triplet_semi_hard", "triplet_cosine", "triplet_squared", "npair", "multi_similarity",
-         "multi_similarity_unmined", "proxy_nca", "proxy_nca_paper", "center", "softmax", "cosface", "arcface",
+         "multi_similarity_unmined", "margin", "margin_class_beta", "proxy_nca", "proxy_nca_paper", "center", "softmax", "cosface", "arcface",
          "arcface_wide_margin", "sphereface"]
 CLASS_BASED = {"proxy_nca", "proxy_nca_paper", "center", "softmax", "cosface", "arcface", "arcface_wide_margin",
                "sphereface"}
@@ -209,3 +220,31 @@ def test_identical_embeddings_give_zero_distance_and_zero_gradient_not_nan():
     loss = ContrastiveLoss(1.0, normalize=False)(x, labels) + TripletLoss(0.2, "batch_hard", normalize=False)(x, labels)
     loss.backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_arcface_margin_warms_up_linearly_then_stays():
+    module = ArcFaceLoss(DIM, CLASSES, s=8.0, m=0.5, margin_warmup_iters=4).double()
+    x, labels = case("random")
+    seen = []
+    for _ in range(6):
+        seen.append(float(module.current_margin()))
+        module(x, labels)
+    assert seen == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.5])
+    # at a given iteration the loss is the reference with that margin
+    module.iteration.fill_(2)
+    module.eval()
+    torch.testing.assert_close(module(x, labels), torch.as_tensor(
+        ref.margin_head(x, labels, module.weight, "arcface", s=8.0, m=0.25), dtype=torch.float64), rtol=1e-9, atol=1e-9)
+
+
+def test_margin_loss_on_mined_triplets_uses_only_them():
+    from faceverify.losses.miners import BatchHardMiner
+
+    x, labels = case("random")
+    module = MarginLoss(CLASSES).double()
+    a, p, n = BatchHardMiner()(torch.nn.functional.normalize(x, dim=1), labels)
+    f = torch.nn.functional.normalize(x, dim=1)
+    d_ap, d_an = (f[a] - f[p]).norm(dim=1), (f[a] - f[n]).norm(dim=1)
+    values = torch.cat([torch.relu(d_ap - 1.2 + 0.2), torch.relu(1.2 - d_an + 0.2)])
+    expected = values.sum() / (values > 0).sum().clamp_min(1)
+    torch.testing.assert_close(module(x, labels, (a, p, n)), expected)

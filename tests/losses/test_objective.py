@@ -109,3 +109,24 @@ def test_two_process_gloo_center_updates_equal_one_process_on_the_concatenated_b
         single.update_centers()
     for rank in range(2):
         torch.testing.assert_close(torch.load(tmp_path / f"centers_{rank}.pt"), single.centers, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("term", ["triplet", "npair", "multi_similarity", "margin", "contrastive"])
+def test_the_multi_similarity_miner_attaches_to_any_pair_loss(term: str):
+    from faceverify.losses.miners import MultiSimilarityMiner
+
+    config = merge(LossConfig(), {"terms": Replace({term: 1.0}), term: {"miner": "multi_similarity"}})
+    objective = Objective(config, D, C).double()
+    assert isinstance(objective.miners[term], MultiSimilarityMiner)
+    x, y = pk_batch(1, torch.float64)
+    mined = MultiSimilarityMiner()(x, y)
+    expected = objective.losses[term](x, y, mined)
+    torch.testing.assert_close(objective(x, y).total, expected)
+
+
+def test_learning_rate_multipliers_of_proxies_and_margin_boundaries(tmp_path):
+    config = merge(LossConfig(), {"terms": Replace({"proxy_nca": 1.0, "margin": 1.0}),
+                                  "proxy_nca": {"lr_multiplier": 10.0}, "margin": {"beta_lr_multiplier": 0.5}})
+    groups = {g["name"]: g for g in Objective(config, D, C).parameter_groups(5e-4)}
+    assert groups["proxy_nca"]["lr_multiplier"] == 10.0 and groups["proxy_nca"]["weight_decay"] == 0.0
+    assert groups["margin"]["lr_multiplier"] == 0.5 and groups["margin"]["weight_decay"] == 0.0

@@ -1,0 +1,64 @@
+"""The statistics an ablation report states: bootstrap confidence intervals and paired tests.
+
+* :func:`bootstrap_ci`: the percentile interval of the mean over ``n`` resamples of the cells
+  (Efron & Tibshirani 1993), seeded so a report regenerates identically.
+* :func:`paired_comparison`: an arm against the reference on the same (fold, seed) cells — the
+  mean difference, its bootstrap interval, the Wilcoxon signed-rank test's p-value, and a verdict
+  that says "indistinguishable" whenever the interval covers 0: a ranking the data cannot carry
+  is never stated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = 10_000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` (NaNs dropped); ``(nan, nan)`` for none."""
+    x = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+@dataclass(frozen=True)
+class Paired:
+    n: int
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    wins: int
+
+    @property
+    def verdict(self) -> str:
+        if self.n == 0 or not np.isfinite(self.low):
+            return "no paired cells"
+        if self.low <= 0.0 <= self.high:
+            return "indistinguishable"
+        return "better" if self.mean > 0 else "worse"
+
+
+def paired_comparison(differences: Sequence[float], resamples: int = 10_000, seed: int = 0) -> Paired:
+    """Statistics of per-cell differences (arm minus reference)."""
+    d = np.asarray([v for v in differences if np.isfinite(v)], dtype=np.float64)
+    if d.size == 0:
+        return Paired(0, float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    low, high = bootstrap_ci(d, resamples, seed=seed)
+    if np.all(d == 0):
+        p = 1.0
+    elif d.size < 2:
+        p = float("nan")
+    else:
+        p = float(wilcoxon(d, zero_method="zsplit").pvalue)
+    return Paired(int(d.size), float(d.mean()), low, high, p, int((d > 0).sum()))
