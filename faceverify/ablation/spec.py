@@ -16,9 +16,10 @@ With ``tuning.trials > 0`` every arm gets the same number of *trials* per held-o
 every combination, which must number exactly ``trials`` for each arm; random: ``trials``
 combinations drawn per arm and fold from a seeded generator). A trial trains on the training
 people minus one more people set (the inner-validation set ``j = k mod 10 + 1``) and is scored on
-set ``j``'s pairs — never on the test fold. The chosen values then train the *final* cells (all
-nine training sets) for every held-out fold x seed. Arms compare at the same number of images
-seen (the profile's batch x iterations); the network, input and embedding size are the profile's.
+set ``j``'s pairs — never on the test fold. ``tuning.max_iters`` may make trials shorter than the
+final cells (the same for every arm: a budgeted search). The chosen values then train the
+*final* cells (all nine training sets) for every held-out fold x seed. Arms compare at the same
+number of images seen (batch x iterations); the network, input and embedding size are the profile's.
 
 A *sweep* (``sweep_arm``, ``sweep_key``, ``sweep_values``) instead varies one key of one arm as
 separate labelled arms (``softmax+center @ 0.003``) — a sensitivity curve, not a tuning.
@@ -55,6 +56,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "input_size": "56x48",
         "train": {
             "device": "cpu",
+            "channels_last": True,  # oneDNN's convolutions run ~20% faster on NHWC on a CPU
             "log_every": 50,
             "checkpoint_every": 500,
             "tensorboard": False,
@@ -90,6 +92,7 @@ class TuningSpec:
     seed: int = 0  # draws of the random search
     metric: Literal["accuracy", "auc", "map_at_r"] = "accuracy"  # what the inner validation maximises
     holdout_fraction: float = 0.1  # with train_source: identities held out of trials for validation
+    max_iters: int = 0  # iterations of a trial (the same for every arm); 0 = the finals' iterations
 
 
 @dataclass
@@ -183,6 +186,8 @@ def validate(spec: AblationSpec) -> None:
             raise ValueError("sweep_key is set but sweep_values is empty")
     if spec.tuning.trials < 0:
         raise ValueError(f"tuning.trials must be >= 0, got {spec.tuning.trials}")
+    if spec.tuning.max_iters < 0:
+        raise ValueError(f"tuning.max_iters must be >= 0 (0 = the finals'), got {spec.tuning.max_iters}")
     if not 0 < spec.tuning.holdout_fraction < 1:
         raise ValueError(f"tuning.holdout_fraction must be in (0, 1), got {spec.tuning.holdout_fraction}")
     for arm in spec.arms:
@@ -288,13 +293,14 @@ def train_config(spec: AblationSpec, cell: Cell, packed: Path, out: Path) -> Tra
         tree = merge_tree(tree, leaf(spec.sweep_key, cell.sweep_value))
     for key, value in cell.values:
         tree = merge_tree(tree, leaf(key, value))
-    if spec.max_iters:
+    iterations = spec.tuning.max_iters if cell.stage == "trial" and spec.tuning.max_iters else spec.max_iters
+    if iterations:
         tree.setdefault("optim", {})
-        scale = spec.max_iters / PROFILES[spec.profile]["train"]["optim"]["max_iters"]
-        milestones = PROFILES[spec.profile]["train"]["optim"]["milestones"]
-        tree["optim"] = {**tree["optim"], "max_iters": spec.max_iters,
-                         "milestones": [max(1, int(m * scale)) for m in milestones],
-                         "warmup_iters": min(tree["optim"].get("warmup_iters", 0), spec.max_iters // 4)}
+        profile_optim = PROFILES[spec.profile]["train"]["optim"]
+        scale = iterations / profile_optim["max_iters"]
+        tree["optim"] = {**tree["optim"], "max_iters": iterations,
+                         "milestones": [max(1, int(m * scale)) for m in profile_optim["milestones"]],
+                         "warmup_iters": min(tree["optim"].get("warmup_iters", 0), iterations // 4)}
     tree["seed"] = cell.seed
     tree["out"] = str(out)
     tree.setdefault("data", {})["source"] = str(packed)
