@@ -195,8 +195,9 @@ class Trainer:
             config.optim.weight_decay)
         for group in groups:
             group.setdefault("lr", config.optim.lr * group.pop("lr_multiplier", 1.0))
+        # foreach: one fused update per parameter group instead of a Python loop over tensors
         self.optimizer = torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum,
-                                         nesterov=config.optim.nesterov)
+                                         nesterov=config.optim.nesterov, foreach=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, config))
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
         self.sampler = self._make_sampler()
