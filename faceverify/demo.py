@@ -25,21 +25,44 @@ import torch
 
 from data_prep.datasets import DatasetError, download_lfw, locate_lfw
 from data_prep.prepare import AlignConfig, align_tree
+from faceverify.ablation.protocol import needed_keys
 from faceverify.ablation.runner import run_ablation
 from faceverify.ablation.spec import AblationSpec, validate
-from faceverify.data.lfw import people_keys, read_pairs, read_people, resolve_image_paths
+from faceverify.data.lfw import read_pairs, resolve_image_paths
 from faceverify.io import atomic_write, write_json
 from faceverify.model import Calibration, write_calibration
 from faceverify.results import append_rows, csv_to_markdown, read_rows
 
+# MTCNN's smallest face for the demo's alignment: LFW faces are about 100 px in 250x250 photos, and
+# a larger minimum means fewer pyramid levels. Chosen from results/demo/alignment_min_face.csv
+# (experiments/demo_tradeoffs.py): the largest size whose detection rate on all pair images stays
+# >= 99.8%.
+DEMO_MIN_FACE_SIZE = 20
+# Training length of the demo (cpu profile), from the accuracy/time curve in
+# results/demo/training_curve.csv (same script); 0 = the profile's.
+DEMO_ITERATIONS = 0
 
-def demo_images(images: Path, protocol: Path) -> set[str]:
-    """Every View 2 pair image and every image of people with at least two images (the
-    training people of the other sets, and the held-out set's for the geometry)."""
-    pairs = read_pairs(protocol / "pairs.txt")
-    people = read_people(protocol / "people.txt")
-    several = {n: c for group in people for n, c in group.items() if c >= 2}
-    keys = list(dict.fromkeys(pairs.keys + people_keys(several)))
+
+def demo_align_config() -> AlignConfig:
+    return AlignConfig(purpose="eval", min_face_size=DEMO_MIN_FACE_SIZE)
+
+
+def demo_spec(aligned: Path, protocol: Path, out: Path, fold: int = 1, profile: str = "cpu",
+              max_iters: int = 0) -> AblationSpec:
+    """The demo's one cell: softmax + center loss (Wen et al., lambda 0.003), held-out ``fold``."""
+    return AblationSpec(
+        name="demo", profile=profile, folds=[fold], seeds=[0], lfw_aligned=str(aligned),
+        lfw_protocol=str(protocol), work=str(out / "work"), results=str(out),
+        arms={"softmax+center": {"loss": {"terms": {"softmax": 1.0, "center": 0.003}}}},
+        max_iters=max_iters or (DEMO_ITERATIONS if profile == "cpu" else 0),
+        base={"progress": True},  # a progress bar while it trains
+    )
+
+
+def demo_images(images: Path, protocol: Path, fold: int) -> set[str]:
+    """The photos the demo's cell uses (:func:`~faceverify.ablation.protocol.needed_keys`): every
+    View 2 pair image, the held-out people's, and the training people's."""
+    keys = needed_keys(protocol, fold)
     paths = resolve_image_paths(images, keys)
     return {str(paths[k].relative_to(images)) for k in keys}
 
@@ -98,16 +121,11 @@ def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = No
     profile = profile or ("gpu" if torch.cuda.is_available() else "cpu")
     print(f"LFW: {location.images}; held-out fold {fold}; profile {profile}")
     aligned = out / "aligned"
-    spec = AblationSpec(
-        name="demo", profile=profile, folds=[fold], seeds=[0], lfw_aligned=str(aligned),
-        lfw_protocol=str(location.protocol), work=str(out / "work"), results=str(out),
-        arms={"softmax+center": {"loss": {"terms": {"softmax": 1.0, "center": 0.003}}}}, max_iters=max_iters,
-        base={"progress": True},  # a progress bar while it trains
-    )
+    spec = demo_spec(aligned, location.protocol, out, fold, profile, max_iters)
     validate(spec)  # a bad fold or setting fails now, before minutes of alignment
-    needed = demo_images(location.images, location.protocol)
+    needed = demo_images(location.images, location.protocol, fold)
     t0 = time.perf_counter()
-    summary = align_tree(location.images, aligned, AlignConfig(purpose="eval"), only=needed)
+    summary = align_tree(location.images, aligned, demo_align_config(), only=needed)
     align_seconds = time.perf_counter() - t0
     print(f"aligned {summary['sources']} images ({summary['counts']})")
     csv_path = run_ablation(spec)
@@ -120,6 +138,7 @@ def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = No
         "tar_at_far_1e-3": float(row["tar_at_far_1e-3"]), "compactness_over_separation": float(row["ratio"]),
         "train_images": int(row["train_images"]), "iterations": int(row["iterations"]), "profile": profile,
         "align_seconds": align_seconds, "train_seconds": float(row["train_seconds"]),
+        "eval_seconds": float(row["eval_seconds"]),
         "total_seconds": time.perf_counter() - started, "commit": row["commit"], "device": row["device"],
         "model": str(model_path), "threshold": float(row["threshold"]),
         "context": context_line(row, profile),

@@ -57,14 +57,16 @@ def test_ablate_arm_override_keeps_every_other_arm_and_key(capsys, tmp_path: Pat
     resolved = printed(capsys, ["ablate", str(spec), "arms.softmax+center.loss.terms.center=0.01",
                                 "--print-config"], tmp_path)
     arms = resolved["resolved_arms"]
-    assert list(arms) == ["softmax", "softmax+contrastive", "softmax+center", "triplet", "npair", "proxy_nca",
-                          "multi_similarity", "arcface"]
+    assert list(arms) == ["softmax", "softmax+contrastive", "softmax+center", "triplet", "margin", "npair",
+                          "proxy_nca", "multi_similarity", "arcface"]
     assert arms["softmax+center"]["loss"]["terms"] == {"softmax": 1.0, "center": 0.01}
     assert arms["softmax+contrastive"]["loss"]["terms"] == {"softmax": 1.0, "contrastive": 0.1}
     assert arms["softmax+contrastive"]["loss"]["contrastive"]["reduction"] == "pos_neg_mean"
     assert arms["triplet"]["loss"]["terms"] == {"triplet": 1.0}
-    assert arms["triplet"]["loss"]["triplet"]["mining"] == "batch_hard"
+    assert arms["triplet"]["loss"]["triplet"]["mining"] == "semi_hard"
     assert arms["arcface"]["loss"]["terms"] == {"arcface": 1.0} and arms["arcface"]["model"]["batch_norm"] is True
+    assert all(arm["model"]["batch_norm"] is True for arm in arms.values())  # one network for every arm
+    assert all(len(arm["trials_on_first_fold"]) == 3 for arm in arms.values())  # the same budget
 
 
 # ----------------------------------------------------------------------------- one command shape
@@ -117,3 +119,22 @@ def test_train_config_as_first_argument_or_option_not_both(tmp_path: Path, capsy
     assert first == option and first["optim"]["lr"] == 0.02
     assert main(["train", str(config), "--config", str(config), "--print-config"]) == 2
     assert "once" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_committed_config_loads(path: Path):
+    from faceverify.ablation.spec import load_spec
+    from faceverify.config import load_config
+    from faceverify.training.config import TrainConfig
+
+    if path.stem == "recipes":
+        from faceverify.reproduce import load_recipe
+
+        for name in read_yaml(path):
+            assert load_recipe(name).published
+    elif path.stem.startswith("ablation"):
+        overrides = ["train_source=/data/casia"] if "casia" in path.stem else []
+        spec = load_spec(path, overrides)
+        assert spec.arms
+    else:
+        assert load_config(TrainConfig, path).loss.terms

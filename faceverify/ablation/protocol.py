@@ -64,13 +64,29 @@ def ensure_pack(aligned: Path, split: FoldSplit, size: str, work: Path) -> Path:
     return out
 
 
-def evaluation_images(protocol_dir: Path, aligned: Path, held_out: int) -> tuple[PairsProtocol, list[str], dict[str, Path]]:
-    """View 2 pairs, the keys to embed (all pair images + every image of the held-out people
-    with at least two images, for the geometry) and their aligned files."""
+def evaluation_keys(protocol_dir: Path, held_out: int) -> tuple[PairsProtocol, list[str]]:
+    """View 2 pairs and the keys to embed for held-out fold ``held_out``: every pair image (the
+    threshold comes from the other folds' pairs) and every image of the held-out people with at
+    least two images (retrieval and geometry)."""
     pairs = read_pairs(protocol_dir / "pairs.txt")
     people = read_people(protocol_dir / "people.txt")
     test_people = {n: c for n, c in people[held_out - 1].items() if c >= 2}
-    keys = list(dict.fromkeys(pairs.keys + people_keys(test_people)))
+    return pairs, list(dict.fromkeys(pairs.keys + people_keys(test_people)))
+
+
+def needed_keys(protocol_dir: Path, held_out: int) -> list[str]:
+    """Every image a cell of held-out fold ``held_out`` uses: its evaluation images and its
+    training people's images (what the demo aligns, nothing more)."""
+    _, keys = evaluation_keys(protocol_dir, held_out)
+    people = read_people(protocol_dir / "people.txt")
+    train = split_for(people, held_out, inner_validation=False).train_people
+    counts = {n: c for group in people for n, c in group.items() if n in train}
+    return list(dict.fromkeys(keys + people_keys(counts)))
+
+
+def evaluation_images(protocol_dir: Path, aligned: Path, held_out: int) -> tuple[PairsProtocol, list[str], dict[str, Path]]:
+    """:func:`evaluation_keys` and their aligned files."""
+    pairs, keys = evaluation_keys(protocol_dir, held_out)
     return pairs, keys, resolve_image_paths(aligned, keys)
 
 

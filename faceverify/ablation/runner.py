@@ -43,6 +43,7 @@ from faceverify.ablation.spec import (
     input_size,
     train_config,
 )
+from faceverify.data.binsets import consecutive_folds
 from faceverify.data.lfw import PairsProtocol, identity_of_key, read_people
 from faceverify.data.locate import lfw_protocol_dir
 from faceverify.data.sources import open_training_data
@@ -50,7 +51,6 @@ from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
 from faceverify.evaluation.embed import combine_flip, embed_arrays, embed_images
 from faceverify.evaluation.lfw_eval import EmbeddingSet, EvalConfig, evaluate_embeddings
 from faceverify.evaluation.retrieval import map_at_r, recall_at_k
-from faceverify.data.binsets import consecutive_folds
 from faceverify.provenance import device_description
 from faceverify.results import append_rows, provenance, read_rows
 from faceverify.training.distributed import resolve_device

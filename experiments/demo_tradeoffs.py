@@ -1,0 +1,134 @@
+"""Measure the demo's two choices instead of guessing them, and record both.
+
+    python experiments/demo_tradeoffs.py [--align] [--curve] [--fold 1]
+
+``--align``: MTCNN's minimum face size against time and detection rate. For each size, every
+LFW View 2 pair image (7,701) is aligned from scratch by the demo's pipeline; the row holds the
+images/s and how many got a detected face (the rest the centre fallback). The demo keeps the
+largest size whose detection rate stays >= 99.8% -> ``results/demo/alignment_min_face.csv``.
+
+``--curve``: the demo's cell (softmax + center loss, cpu profile, held-out fold 1) trained from an
+aligned LFW (``--aligned``) with each schedule length of ``--schedules`` (milestones scaled, as the
+demo runs it), evaluated with the protocol (threshold from the other nine folds) -> held-out
+accuracy against training seconds -> ``results/demo/training_curve.csv`` and ``training_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from data_prep.datasets import locate_lfw  # noqa: E402
+from data_prep.prepare import AlignConfig, align_tree  # noqa: E402
+from faceverify.ablation.protocol import ensure_pack, evaluation_images, split_for  # noqa: E402
+from faceverify.ablation.runner import fold_metrics  # noqa: E402
+from faceverify.ablation.spec import PROFILES, Cell, train_config  # noqa: E402
+from faceverify.data.lfw import read_pairs, read_people, resolve_image_paths  # noqa: E402
+from faceverify.demo import demo_spec  # noqa: E402
+from faceverify.evaluation.embed import embed_images  # noqa: E402
+from faceverify.evaluation.lfw_eval import EmbeddingSet  # noqa: E402
+from faceverify.io import save_figure  # noqa: E402
+from faceverify.provenance import device_description  # noqa: E402
+from faceverify.results import append_rows, csv_to_markdown, provenance  # noqa: E402
+from faceverify.training.trainer import Trainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "results" / "demo"
+
+
+def align_sweep(sizes: list[int], where: dict) -> None:
+    location = locate_lfw()
+    pairs = read_pairs(location.pairs)
+    paths = resolve_image_paths(location.images, pairs.keys)
+    needed = {str(paths[k].relative_to(location.images)) for k in pairs.keys}
+    rows = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="demo_align_") as tmp:
+            started = time.perf_counter()
+            summary = align_tree(location.images, Path(tmp) / "aligned", AlignConfig(purpose="eval", min_face_size=size),
+                                 progress=False, only=needed)
+            seconds = time.perf_counter() - started
+        counts = summary["counts"]
+        rows.append({**where, "min_face_size": size, "images": summary["sources"], "detected": counts["ok"],
+                     "fallback": counts["fallback"], "unreadable": counts["unreadable"],
+                     "detection_rate": counts["ok"] / summary["sources"], "seconds": seconds,
+                     "images_per_s": summary["sources"] / seconds, "meets_rate_target": counts["ok"] / summary["sources"] >= 0.998})
+        print(rows[-1], flush=True)
+    append_rows(OUT / "alignment_min_face.csv", rows)
+    csv_to_markdown(OUT / "alignment_min_face.csv", OUT / "alignment_min_face.md",
+                    "MTCNN minimum face size: time against detection rate on LFW's 7,701 pair images",
+                    note="Produced by `python experiments/demo_tradeoffs.py --align`; the demo keeps the largest size "
+                         "whose detection rate stays >= 99.8%.")
+
+
+def training_curve(aligned: Path, fold: int, schedules: list[int], where: dict) -> None:
+    location = locate_lfw()
+    protocol = location.protocol
+    people = read_people(protocol / "people.txt")
+    pairs, keys, paths = evaluation_images(protocol, aligned, fold)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="demo_curve_") as tmp:
+        pack = ensure_pack(aligned, split_for(people, fold, False), PROFILES["cpu"]["input_size"], Path(tmp))
+        for iters in schedules:  # each length with its own schedule (milestones scaled), as the demo would run it
+            spec = demo_spec(aligned, protocol, Path(tmp), fold, "cpu", max_iters=iters)
+            spec.base = {}  # no progress bar in a recording
+            config = train_config(spec, Cell("softmax+center", 0, fold), pack, Path(tmp) / f"run{iters}")
+            started = time.perf_counter()
+            trainer = Trainer(config)
+            trainer.fit()
+            train_seconds = time.perf_counter() - started
+            trainer.backbone.eval()
+            with torch.no_grad():
+                plain, flipped = embed_images(trainer.embed, [paths[k] for k in keys], image_size=trainer.input_size,
+                                              batch_size=256, device="cpu", progress=False)
+            metrics, _ = fold_metrics(EmbeddingSet(keys, plain, flipped), pairs, fold, "concat")
+            rows.append({**where, "fold": fold, "iterations": iters, "images_seen": iters * config.data.batch_size,
+                         "train_seconds": train_seconds, "accuracy": metrics["accuracy"], "auc": metrics["auc"],
+                         "milestones": " ".join(map(str, config.optim.milestones))})
+            print(rows[-1], flush=True)
+    append_rows(OUT / "training_curve.csv", rows)
+    csv_to_markdown(OUT / "training_curve.csv", OUT / "training_curve.md",
+                    "The demo's held-out accuracy against training length",
+                    note="Produced by `python experiments/demo_tradeoffs.py --curve`: the demo's cell trained with "
+                         "each schedule length (milestones scaled with it), evaluated on the held-out fold with the "
+                         "threshold from the other nine folds.")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    ax.plot([r["train_seconds"] / 60 for r in rows], [100 * r["accuracy"] for r in rows], marker="o")
+    for r in rows:
+        ax.annotate(f"{r['iterations']} it", (r["train_seconds"] / 60, 100 * r["accuracy"]), fontsize=7)
+    ax.set_xlabel(f"training minutes ({where['device']})")
+    ax.set_ylabel(f"held-out accuracy, fold {fold} (%)")
+    ax.set_title("The demo's cell: accuracy against training time", fontsize=10)
+    ax.grid(alpha=0.3)
+    save_figure(fig, OUT / "training_curve.png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--align", action="store_true")
+    parser.add_argument("--sizes", default="20,40,60,80")
+    parser.add_argument("--curve", action="store_true")
+    parser.add_argument("--aligned", type=Path, default=ROOT / "work" / "lfw_aligned_112x96")
+    parser.add_argument("--fold", type=int, default=1)
+    parser.add_argument("--schedules", default="500,1000,1500", help="training lengths to try (iterations)")
+    args = parser.parse_args()
+    where = provenance(device=device_description("cpu"))
+    if args.align:
+        align_sweep([int(v) for v in args.sizes.split(",")], where)
+    if args.curve:
+        training_curve(args.aligned, args.fold, [int(v) for v in args.schedules.split(",")], where)
+    if not (args.align or args.curve):
+        parser.error("give --align and/or --curve")
+
+
+if __name__ == "__main__":
+    main()
