@@ -9,7 +9,7 @@ largest size whose detection rate stays >= 99.8% -> ``results/demo/alignment_min
 
 ``--curve``: the demo's cell (softmax + center loss, cpu profile, held-out fold 1) trained from an
 aligned LFW (``--aligned``) with each schedule length of ``--schedules`` (milestones scaled, as the
-demo runs it), evaluated with the protocol (threshold from the other nine folds) -> held-out
+demo runs it; ``--batch-norm`` adds BatchNorm to the backbone), evaluated with the protocol (threshold from the other nine folds) -> held-out
 accuracy against training seconds -> ``results/demo/training_curve.csv`` and ``training_curve.png``.
 """
 
@@ -37,7 +37,7 @@ from faceverify.evaluation.embed import embed_images  # noqa: E402
 from faceverify.evaluation.lfw_eval import EmbeddingSet  # noqa: E402
 from faceverify.io import save_figure  # noqa: E402
 from faceverify.provenance import device_description  # noqa: E402
-from faceverify.results import append_rows, csv_to_markdown, provenance  # noqa: E402
+from faceverify.results import append_rows, csv_to_markdown, provenance, read_rows  # noqa: E402
 from faceverify.training.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def align_sweep(sizes: list[int], where: dict) -> None:
                          "whose detection rate stays >= 99.8%.")
 
 
-def training_curve(aligned: Path, fold: int, schedules: list[int], where: dict) -> None:
+def training_curve(aligned: Path, fold: int, schedules: list[int], batch_norm: bool, where: dict) -> None:
     location = locate_lfw()
     protocol = location.protocol
     people = read_people(protocol / "people.txt")
@@ -79,7 +79,7 @@ def training_curve(aligned: Path, fold: int, schedules: list[int], where: dict) 
         pack = ensure_pack(aligned, split_for(people, fold, False), PROFILES["cpu"]["input_size"], Path(tmp))
         for iters in schedules:  # each length with its own schedule (milestones scaled), as the demo would run it
             spec = demo_spec(aligned, protocol, Path(tmp), fold, "cpu", max_iters=iters)
-            spec.base = {}  # no progress bar in a recording
+            spec.base = {"model": {"batch_norm": batch_norm}}  # no progress bar in a recording
             config = train_config(spec, Cell("softmax+center", 0, fold), pack, Path(tmp) / f"run{iters}")
             started = time.perf_counter()
             trainer = Trainer(config)
@@ -90,7 +90,7 @@ def training_curve(aligned: Path, fold: int, schedules: list[int], where: dict) 
                 plain, flipped = embed_images(trainer.embed, [paths[k] for k in keys], image_size=trainer.input_size,
                                               batch_size=256, device="cpu", progress=False)
             metrics, _ = fold_metrics(EmbeddingSet(keys, plain, flipped), pairs, fold, "concat")
-            rows.append({**where, "fold": fold, "iterations": iters, "images_seen": iters * config.data.batch_size,
+            rows.append({**where, "fold": fold, "iterations": iters, "batch_norm": batch_norm, "images_seen": iters * config.data.batch_size,
                          "train_seconds": train_seconds, "accuracy": metrics["accuracy"], "auc": metrics["auc"],
                          "milestones": " ".join(map(str, config.optim.milestones))})
             print(rows[-1], flush=True)
@@ -99,11 +99,22 @@ def training_curve(aligned: Path, fold: int, schedules: list[int], where: dict) 
                     "The demo's held-out accuracy against training length",
                     note="Produced by `python experiments/demo_tradeoffs.py --curve`: the demo's cell trained with "
                          "each schedule length (milestones scaled with it), evaluated on the held-out fold with the "
-                         "threshold from the other nine folds.")
+                         "threshold from the other nine folds. Rows with an empty batch_norm were recorded before that "
+                         "column existed, without BatchNorm.")
+    recorded = read_rows(OUT / "training_curve.csv")
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
-    ax.plot([r["train_seconds"] / 60 for r in rows], [100 * r["accuracy"] for r in rows], marker="o")
-    for r in rows:
-        ax.annotate(f"{r['iterations']} it", (r["train_seconds"] / 60, 100 * r["accuracy"]), fontsize=7)
+    for norm in ("False", "True"):  # rows recorded before the column existed trained without BatchNorm
+        latest = {int(r["iterations"]): r for r in recorded
+                  if int(r["fold"]) == fold and (r.get("batch_norm") or "False") == norm}
+        points = [latest[k] for k in sorted(latest)]
+        if not points:
+            continue
+        ax.plot([float(r["train_seconds"]) / 60 for r in points], [100 * float(r["accuracy"]) for r in points],
+                marker="o", label="BatchNorm" if norm == "True" else "no BatchNorm")
+        for r in points:
+            ax.annotate(f"{r['iterations']} it", (float(r["train_seconds"]) / 60, 100 * float(r["accuracy"])),
+                        fontsize=7)
+    ax.legend(fontsize=8)
     ax.set_xlabel(f"training minutes ({where['device']})")
     ax.set_ylabel(f"held-out accuracy, fold {fold} (%)")
     ax.set_title("The demo's cell: accuracy against training time", fontsize=10)
@@ -115,17 +126,18 @@ def training_curve(aligned: Path, fold: int, schedules: list[int], where: dict) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--align", action="store_true")
-    parser.add_argument("--sizes", default="20,40,60,80")
+    parser.add_argument("--sizes", default="20,40,60,80,100,120")
     parser.add_argument("--curve", action="store_true")
     parser.add_argument("--aligned", type=Path, default=ROOT / "work" / "lfw_aligned_112x96")
     parser.add_argument("--fold", type=int, default=1)
+    parser.add_argument("--batch-norm", action="store_true", help="BatchNorm in the backbone (rows say which)")
     parser.add_argument("--schedules", default="500,1000,1500", help="training lengths to try (iterations)")
     args = parser.parse_args()
     where = provenance(device=device_description("cpu"))
     if args.align:
         align_sweep([int(v) for v in args.sizes.split(",")], where)
     if args.curve:
-        training_curve(args.aligned, args.fold, [int(v) for v in args.schedules.split(",")], where)
+        training_curve(args.aligned, args.fold, [int(v) for v in args.schedules.split(",")], args.batch_norm, where)
     if not (args.align or args.curve):
         parser.error("give --align and/or --curve")
 
