@@ -119,6 +119,16 @@ def benchmark_section() -> str:
         cells = ", ".join(f"{r['backbone']} {float(r['images_per_s']):.1f}" for r in rows)
         parts.append(f"- **Training images/s** on {rows[-1]['device']} (batch {rows[-1]['batch_size']}, full-size "
                      f"networks, the whole Trainer step): {cells}.")
+    rows = _rows(ROOT / "results" / "benchmarks" / "trainer_vs_bare.csv")
+    if rows:
+        latest = {r["setting"]: r for r in rows}
+        cells = "; ".join(f"{name} ({r['backbone']}, {r['input']}, batch {r['batch_size']}): "
+                          f"{float(r['trainer_images_per_s']):.1f} against {float(r['bare_images_per_s']):.1f} images/s, "
+                          f"ratio {float(r['ratio']):.3f}" for name, r in latest.items())
+        last = rows[-1]
+        parts.append(f"- **Trainer against a bare PyTorch loop** (same model, loss with the center update, SGD and "
+                     f"device-side flips; medians of {last['repeats']} interleaved repeats, {last['device']}, commit "
+                     f"{last['commit']}): {cells} (target 0.97; `experiments/bench_trainer.py`).")
     row = _last(ROOT / "results" / "benchmarks" / "loader.csv")
     if row:
         parts.append(f"- **Data loading**: packed memmap {float(row['packed_images_per_s']):.0f} images/s against "

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from data_prep.datasets import DatasetError, download_lfw, locate_lfw
 from data_prep.prepare import AlignConfig, align_tree
@@ -35,16 +36,28 @@ from faceverify.results import append_rows, csv_to_markdown, read_rows
 
 # MTCNN's smallest face for the demo's alignment: LFW faces are about 100 px in 250x250 photos, and
 # a larger minimum means fewer pyramid levels. Chosen from results/demo/alignment_min_face.csv
-# (experiments/demo_tradeoffs.py): the largest size whose detection rate on all pair images stays
-# >= 99.8%.
-DEMO_MIN_FACE_SIZE = 20
+# (experiments/demo_tradeoffs.py --align): the largest size measured whose detection rate on all
+# 7,701 pair images stays >= 99.8% (120 px: 99.96%, 80 images/s against 25 at 20 px). It is a size
+# for LFW's 250x250 photos; photos of another size get it scaled to their shorter side.
+DEMO_MIN_FACE_SIZE = 120
+LFW_PHOTO_SIDE = 250
 # Training length of the demo (cpu profile), from the accuracy/time curve in
-# results/demo/training_curve.csv (same script); 0 = the profile's.
-DEMO_ITERATIONS = 0
+# results/demo/training_curve.csv (same script, --curve): 1,200 iterations reached 85.83% on fold 1
+# against 86.00% for the profile's 1,500 at the same commit (one pair of 600) in 65 s less; 1,000
+# lost 1.8 points. BatchNorm in the backbone lost 6.5 points at 1,200 and is not used.
+DEMO_ITERATIONS = 1200
 
 
-def demo_align_config() -> AlignConfig:
-    return AlignConfig(purpose="eval", min_face_size=DEMO_MIN_FACE_SIZE)
+def demo_align_config(sample: Path | None = None) -> AlignConfig:
+    """The demo's alignment settings; ``sample`` (one of the photos) scales the minimum face size
+    when the photos are not LFW's 250x250 (never below MTCNN's usual 20 px)."""
+    min_face = DEMO_MIN_FACE_SIZE
+    if sample is not None:
+        with Image.open(sample) as image:
+            shorter = min(image.size)
+        if shorter != LFW_PHOTO_SIDE:
+            min_face = max(20, round(DEMO_MIN_FACE_SIZE * shorter / LFW_PHOTO_SIDE))
+    return AlignConfig(purpose="eval", min_face_size=min_face)
 
 
 def demo_spec(aligned: Path, protocol: Path, out: Path, fold: int = 1, profile: str = "cpu",
@@ -83,18 +96,21 @@ def save_model(row: dict[str, str], out: Path, flip: str) -> Path:
 def example_pairs(location, fold: int, cell_file: Path, threshold: float, model: Path,
                   margin: float = 0.1) -> list[str]:
     """``faceverify verify`` commands on a matched and a mismatched held-out pair the model decides
-    correctly with a margin (so the command shows a clear decision; it decides 1 in 8 or so wrongly)."""
+    correctly (so the command shows a clear decision; it decides 1 in 8 or so wrongly): the first
+    pair beyond the threshold by ``margin``, else the most confidently correct one."""
     pairs = read_pairs(location.protocol / "pairs.txt")
     test = np.flatnonzero(pairs.fold == fold - 1)
     with np.load(cell_file) as data:
         scores, same = data["scores"], data["same"]
     commands = []
     for wanted, label in ((True, "same person: exit status 0"), (False, "different people: exit status 1")):
-        good = np.flatnonzero((same == wanted) & ((scores > threshold + margin) if wanted else
-                                                  (scores < threshold - margin)))
-        if good.size == 0:
-            continue
-        index = test[good[0]]
+        beyond = (scores - threshold) if wanted else (threshold - scores)  # > 0: decided correctly
+        candidates = np.flatnonzero((same == wanted) & (beyond > 0))
+        if candidates.size == 0:
+            continue  # the model decides none of these correctly; no command to show
+        clear = candidates[beyond[candidates] > margin]
+        chosen = clear[0] if clear.size else candidates[np.argmax(beyond[candidates])]
+        index = test[chosen]
         paths = resolve_image_paths(location.images, [pairs.keys_a[index], pairs.keys_b[index]])
         a, b = (paths[k] for k in (pairs.keys_a[index], pairs.keys_b[index]))
         commands.append(f"faceverify verify {a} {b} --model {model}   # {label}")
@@ -125,9 +141,10 @@ def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = No
     validate(spec)  # a bad fold or setting fails now, before minutes of alignment
     needed = demo_images(location.images, location.protocol, fold)
     t0 = time.perf_counter()
-    summary = align_tree(location.images, aligned, demo_align_config(), only=needed)
+    config = demo_align_config(location.images / min(needed))
+    summary = align_tree(location.images, aligned, config, only=needed)
     align_seconds = time.perf_counter() - t0
-    print(f"aligned {summary['sources']} images ({summary['counts']})")
+    print(f"aligned {summary['sources']} images ({summary['counts']}; MTCNN minimum face {config.min_face_size} px)")
     csv_path = run_ablation(spec)
     row = read_rows(csv_path)[-1]
     model_path = save_model(row, out, spec.eval_flip)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -135,6 +136,8 @@ def test_demo_end_to_end_on_an_lfw_style_folder(att_protocol, tmp_path: Path, ca
     assert result["held_out_fold"] == 5 and result["iterations"] == 6 and 0.0 <= result["accuracy"] <= 1.0
     assert (tmp_path / "demo" / "result.json").is_file() and (tmp_path / "demo" / "demo.md").is_file()
     assert (tmp_path / "demo" / "aligned" / "manifest.csv").is_file()
+    counts = json.loads((tmp_path / "demo" / "aligned" / "summary.json").read_text())["counts"]
+    assert counts["ok"] >= 0.9 * sum(counts.values())  # faces found: the minimum face size fits these photos
     assert (tmp_path / "record" / "demo.csv").is_file()
     captured = capsys.readouterr()
     assert "train:" in captured.err  # a progress bar while it trains
@@ -154,6 +157,17 @@ def test_demo_end_to_end_on_an_lfw_style_folder(att_protocol, tmp_path: Path, ca
         assert main(argv.split()[1:]) == (0 if "same person" in comment else 1)
     again = run_demo(str(protocol), tmp_path / "demo", fold=5, profile="cpu", max_iters=6)
     assert again["accuracy"] == result["accuracy"]  # everything reused
+
+
+def test_demo_minimum_face_size_scales_with_the_photos(tmp_path: Path):
+    from PIL import Image
+
+    from faceverify.demo import DEMO_MIN_FACE_SIZE, demo_align_config
+
+    for size, expected in [((250, 250), DEMO_MIN_FACE_SIZE), ((92, 112), 44), ((30, 30), 20), ((500, 400), 192)]:
+        Image.new("RGB", size).save(tmp_path / "p.png")
+        assert demo_align_config(tmp_path / "p.png").min_face_size == expected
+    assert demo_align_config().min_face_size == DEMO_MIN_FACE_SIZE
 
 
 # ----------------------------------------------------------------------------- tuning, hashing, statistics
