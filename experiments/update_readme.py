@@ -236,12 +236,20 @@ def demo_section() -> str:
                  f"min ({row['iterations']} iterations), evaluation {float(row['eval_seconds']) / 60:.1f} min")
     setup = float(row["setup_seconds"]) / 60
     demo = float(row.get("demo_seconds") or float(row["total_seconds"]) - float(row["setup_seconds"])) / 60
+    curve_text = ""
+    curve = [r for r in _rows(ROOT / "results" / "demo" / "training_curve.csv") if r["fold"] == row["held_out_fold"]]
+    if curve:
+        points = ", ".join(f"{r['iterations']} iterations{' with BatchNorm' if r.get('batch_norm') == 'True' else ''} "
+                           f"{_pct(r['accuracy'])}% in {float(r['train_seconds']) / 60:.1f} min" for r in curve)
+        curve_text = (f" The training length against accuracy on the same fold ({curve[-1]['device']}, single runs, "
+                  f"`results/demo/training_curve.md`): {points}.")
     return (
         "### The quick-start demo\n\n"
         f"`make demo` on a fresh clone ({row['device']}, commit {row['commit']}): the demo itself {demo:.1f} min{split}; "
         f"{setup:.1f} min before it creating the virtual environment. Held-out accuracy {_pct(row['accuracy'])}% "
         f"(AUC {float(row['auc']):.4f}) on fold {row['held_out_fold']} (`results/demo/quickstart.csv`, "
-        "`experiments/time_demo.sh`; its choices: `results/demo/alignment_min_face.md`, `results/demo/training_curve.md`).\n"
+        "`experiments/time_demo.sh`; its choices: `results/demo/alignment_min_face.md`, `results/demo/training_curve.md`)."
+        f"{curve_text}\n"
     )
 
 
