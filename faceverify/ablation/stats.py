@@ -4,8 +4,8 @@
   (Efron & Tibshirani 1993), seeded so a report regenerates identically.
 * :func:`paired_comparison`: an arm against the reference on the same (fold, seed) cells — the
   mean difference, its bootstrap interval, the Wilcoxon signed-rank test's p-value, and a verdict
-  that says "indistinguishable" whenever the interval covers 0: a ranking the data cannot carry
-  is never stated.
+  that says "indistinguishable" whenever the interval covers 0, and "too few cells" below three
+  pairs: a ranking the data cannot carry is never stated.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from typing import Sequence
 
 import numpy as np
 from scipy.stats import wilcoxon
+
+# Fewer paired cells than this carry no usable interval (one or two differences bootstrap to their
+# own range): the verdict says so instead of calling an arm better or worse.
+MIN_PAIRS_FOR_VERDICT = 3
 
 
 def bootstrap_ci(values: Sequence[float], resamples: int = 10_000, level: float = 0.95,
@@ -44,6 +48,8 @@ class Paired:
     def verdict(self) -> str:
         if self.n == 0 or not np.isfinite(self.low):
             return "no paired cells"
+        if self.n < MIN_PAIRS_FOR_VERDICT:
+            return f"too few cells ({self.n} < {MIN_PAIRS_FOR_VERDICT})"
         if self.low <= 0.0 <= self.high:
             return "indistinguishable"
         return "better" if self.mean > 0 else "worse"

@@ -31,3 +31,7 @@ def test_paired_verdicts_follow_the_interval():
     assert noise.verdict == "indistinguishable" and noise.low < 0 < noise.high and noise.p_value > 0.3
     assert paired_comparison([0.0, 0.0, 0.0]).p_value == 1.0
     assert paired_comparison([]).verdict == "no paired cells"
+    # one or two cells, however large the difference, carry no interval: no verdict
+    assert paired_comparison([27.8]).verdict == "too few cells (1 < 3)"
+    assert paired_comparison([27.8, 25.0]).verdict == "too few cells (2 < 3)"
+    assert paired_comparison([27.8, 25.0, 26.0]).verdict == "better"
