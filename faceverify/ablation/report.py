@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from faceverify.ablation.geometry import projection  # noqa: E402
-from faceverify.ablation.spec import AblationSpec, Cell  # noqa: E402
+from faceverify.ablation.spec import AblationSpec, Cell, held_out_folds, trial_cells  # noqa: E402
+from faceverify.ablation.spec import cells as spec_cells  # noqa: E402
 from faceverify.ablation.stats import bootstrap_ci, paired_comparison  # noqa: E402
 from faceverify.evaluation.report import plot_roc as plot_curves  # noqa: E402
 from faceverify.io import save_figure, write_text  # noqa: E402
@@ -373,6 +374,17 @@ def plot_sweep(spec: AblationSpec, rows: list[dict[str, str]], path: Path) -> No
     plt.close(fig)
 
 
+def _progress_line(spec: AblationSpec, rows: list[dict[str, str]], trial_rows: list[dict[str, str]]) -> list[str]:
+    """A line saying the recording is incomplete (cells and trials done of those the spec plans), or nothing."""
+    planned_cells = len(spec_cells(spec))
+    planned_trials = sum(len(trial_cells(spec, fold)) for fold in held_out_folds(spec))
+    if len(rows) >= planned_cells and len(trial_rows) >= planned_trials:
+        return []
+    return [f"**Incomplete recording**: {len(rows)} of {planned_cells} planned cells and {len(trial_rows)} of "
+            f"{planned_trials} tuning trials so far; re-running `faceverify ablate` on the spec continues it "
+            "(finished cells are kept). Statistics below cover the finished cells only.", ""]
+
+
 def write_reports(spec: AblationSpec, csv_path: Path, tuning_path: Path | None = None) -> Path:
     with warnings.catch_warnings():  # a metric no cell has (e.g. MAP@R of a train_source run) reads "n/a"
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -413,6 +425,7 @@ def _write_reports(spec: AblationSpec, csv_path: Path, tuning_path: Path | None)
         f"{len(trial_rows)} tuning trial(s), {len(diverged)} diverged; input {rows[0]['input']}; commit(s) "
         f"{', '.join(commits)}; device(s) {', '.join(devices)}.",
         "",
+        *_progress_line(spec, rows, trial_rows),
         ("Protocol: train on " + (f"`{spec.train_source}`" if spec.train_source else
                                   "the people of the other nine people.txt sets with at least two images")
          + f", evaluate on {evaluated}. Every arm sees the same number of images (iterations x batch) through the "

@@ -328,6 +328,12 @@ def test_report_statistics_verdicts_collapse_flag_and_one_row_per_cell(tmp_path:
     assert "**yes** (9/9)" in report and "1 row(s) of earlier configurations" in report
     softmax_line = next(line for line in report.splitlines() if line.startswith("| softmax | 9 |"))
     assert "82.20 [" in softmax_line  # the mean of the latest rows, not dragged down by the stale 10%
+    assert "Incomplete recording" not in report  # all 36 planned cells are there
+    # a recording stopped part-way says so, with how much is done
+    append_rows(tmp_path / "partial.csv", [r for r in rows if r["fold"] == 1])
+    write_reports(spec, tmp_path / "partial.csv", None)
+    partial = (tmp_path / "partial.md").read_text()
+    assert "**Incomplete recording**: 12 of 36 planned cells" in partial
 
 
 def test_training_on_another_source_with_held_out_identities_for_trials(att_protocol, att_packed: Path,
