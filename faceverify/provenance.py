@@ -13,16 +13,19 @@ import torch
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def git_commit(short: bool = True) -> str:
-    """The commit of the checkout this package runs from, with ``+dirty`` if it has changes."""
+def git_commit(short: bool = True, root: Path = PACKAGE_ROOT) -> str:
+    """The commit of the checkout this package runs from, with ``+dirty`` if its code has changes.
+
+    Changes under ``results/`` do not count: a recording writes its own tracked result files as it
+    goes, and would otherwise mark every row after its first as dirty."""
     try:
         args = ["git", "rev-parse", "--short=10" if short else "--verify", "HEAD"]
         commit = subprocess.run(
-            args, cwd=PACKAGE_ROOT, capture_output=True, text=True, check=True, timeout=10
+            args, cwd=root, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PACKAGE_ROOT, capture_output=True, text=True, check=True, timeout=10,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
