@@ -24,21 +24,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
 from data_prep.datasets import locate_lfw  # noqa: E402
 from data_prep.prepare import AlignConfig, align_tree  # noqa: E402
-from faceverify.ablation.protocol import ensure_pack, evaluation_images, split_for  # noqa: E402
-from faceverify.ablation.runner import fold_metrics  # noqa: E402
-from faceverify.ablation.spec import PROFILES, Cell, train_config  # noqa: E402
-from faceverify.data.lfw import read_pairs, read_people, resolve_image_paths  # noqa: E402
+from faceverify.ablation.runner import run_ablation  # noqa: E402
+from faceverify.ablation.spec import Cell, train_config  # noqa: E402
+from faceverify.data.lfw import read_pairs, resolve_image_paths  # noqa: E402
 from faceverify.demo import demo_spec  # noqa: E402
-from faceverify.evaluation.embed import embed_images  # noqa: E402
-from faceverify.evaluation.lfw_eval import EmbeddingSet  # noqa: E402
 from faceverify.io import save_figure  # noqa: E402
 from faceverify.provenance import device_description  # noqa: E402
 from faceverify.results import append_rows, csv_to_markdown, provenance, read_rows  # noqa: E402
-from faceverify.training.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "demo"
@@ -70,29 +65,18 @@ def align_sweep(sizes: list[int], where: dict) -> None:
 
 
 def training_curve(aligned: Path, fold: int, schedules: list[int], batch_norm: bool, where: dict) -> None:
-    location = locate_lfw()
-    protocol = location.protocol
-    people = read_people(protocol / "people.txt")
-    pairs, keys, paths = evaluation_images(protocol, aligned, fold)
+    protocol = locate_lfw().protocol
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="demo_curve_") as tmp:
-        pack = ensure_pack(aligned, split_for(people, fold, False), PROFILES["cpu"]["input_size"], Path(tmp))
-        for iters in schedules:  # each length with its own schedule (milestones scaled), as the demo would run it
+    with tempfile.TemporaryDirectory(prefix="demo_curve_") as tmp:  # one work folder: the pack is built once
+        for iters in schedules:  # each length with its own schedule (milestones scaled), run as the demo runs it
             spec = demo_spec(aligned, protocol, Path(tmp), fold, "cpu", max_iters=iters)
             spec.base = {"model": {"batch_norm": batch_norm}}  # no progress bar in a recording
-            config = train_config(spec, Cell("softmax+center", 0, fold), pack, Path(tmp) / f"run{iters}")
-            started = time.perf_counter()
-            trainer = Trainer(config)
-            trainer.fit()
-            train_seconds = time.perf_counter() - started
-            trainer.backbone.eval()
-            with torch.no_grad():
-                plain, flipped = embed_images(trainer.embed, [paths[k] for k in keys], image_size=trainer.input_size,
-                                              batch_size=256, device="cpu", progress=False)
-            metrics, _ = fold_metrics(EmbeddingSet(keys, plain, flipped), pairs, fold, "concat")
-            rows.append({**where, "fold": fold, "iterations": iters, "batch_norm": batch_norm, "images_seen": iters * config.data.batch_size,
-                         "train_seconds": train_seconds, "accuracy": metrics["accuracy"], "auc": metrics["auc"],
-                         "milestones": " ".join(map(str, config.optim.milestones))})
+            row = read_rows(run_ablation(spec, log=lambda _: None))[-1]
+            milestones = train_config(spec, Cell("softmax+center", 0, fold), Path(tmp), Path(tmp)).optim.milestones
+            rows.append({**where, "fold": fold, "iterations": iters, "batch_norm": batch_norm,
+                         "images_seen": int(row["images_seen"]), "train_seconds": float(row["train_seconds"]),
+                         "accuracy": float(row["accuracy"]), "auc": float(row["auc"]),
+                         "milestones": " ".join(map(str, milestones))})
             print(rows[-1], flush=True)
     append_rows(OUT / "training_curve.csv", rows)
     csv_to_markdown(OUT / "training_curve.csv", OUT / "training_curve.md",
