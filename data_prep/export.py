@@ -12,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from data_prep.pack import PackConfig, select_images
+from data_prep.pack import PackConfig, check_separate_folders, select_images
 from faceverify.data.binsets import write_bin
 from faceverify.data.images import read_rgb
 from faceverify.data.lfw import read_pairs, resolve_image_paths
 from faceverify.data.recordio import Layout, iter_images, write_recordio
+from faceverify.io import check_not_an_input
 
 
 def export_recordio(aligned: str | Path, out: str | Path, layout: Layout = "legacy",
@@ -24,6 +25,7 @@ def export_recordio(aligned: str | Path, out: str | Path, layout: Layout = "lega
     aligned = Path(aligned)
     if not aligned.is_dir():
         raise FileNotFoundError(f"aligned folder {aligned} does not exist")
+    check_separate_folders(aligned, Path(out))
     selected, record = select_images(aligned, PackConfig(min_images=min_images))
     if not selected:
         raise ValueError(f"nothing to export from {aligned}: {record['left_out_images']}")
@@ -38,6 +40,7 @@ def export_bin(aligned_lfw: str | Path, pairs_path: str | Path, out: str | Path,
                encoding: Literal["jpg", "png"] = "jpg", progress: bool = True) -> dict:
     pairs = read_pairs(pairs_path)
     paths = resolve_image_paths(aligned_lfw, pairs.keys)
+    check_not_an_input(out, [pairs_path, *paths.values()])
     cache: dict[str, object] = {}
 
     def image(key: str):

@@ -110,6 +110,16 @@ def select_images(aligned: Path, config: PackConfig, identities: set[str] | None
     return dict(sorted(by_identity.items())), record
 
 
+def check_separate_folders(aligned: Path, out: Path) -> None:
+    """Refuse an OUT folder that is the aligned tree, lies inside it or contains it (``pack`` and
+    ``export rec``): the files would be written among the crops, and a later read of the tree
+    would meet them."""
+    source, target = aligned.resolve(), out.resolve()
+    if source == target or source in target.parents or target in source.parents:
+        raise ValueError(f"OUT {out} and the aligned folder {aligned} must be separate (neither inside the "
+                         "other): the output would be written among the crops")
+
+
 def pack_aligned(
     aligned: str | Path,
     out: str | Path,
@@ -122,10 +132,7 @@ def pack_aligned(
     aligned, out = Path(aligned), Path(out)
     if not aligned.is_dir():
         raise FileNotFoundError(f"aligned folder {aligned} does not exist")
-    source, target = aligned.resolve(), out.resolve()
-    if source == target or source in target.parents or target in source.parents:
-        raise ValueError(f"OUT {out} and the aligned folder {aligned} must be separate (neither inside the "
-                         "other): the pack would be written among the crops")
+    check_separate_folders(aligned, out)
     selected, record = select_images(aligned, config, identities)
     if not selected:
         raise ValueError(

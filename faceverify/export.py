@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from faceverify.io import atomic_write
-from faceverify.model import FaceModel, ModelError, export_metadata, load_model
+from faceverify.io import atomic_write, check_not_an_input
+from faceverify.model import FaceModel, ModelError, calibration_path, export_metadata, load_model
 
 Format = Literal["torchscript", "onnx"]
 
@@ -34,6 +34,7 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: Format = "torchsc
                  check_crops: np.ndarray | None = None, tolerance: float = 1e-4) -> dict:
     """Write the export and return ``{"out", "format", "max_abs_diff", ...}``; see the module docstring."""
     checkpoint, out = Path(checkpoint), Path(out)
+    check_not_an_input(out, [checkpoint, calibration_path(checkpoint)])
     model = load_model(checkpoint, device="cpu")
     if model.kind != "checkpoint":
         raise ModelError(f"{checkpoint} is a {model.kind} model; export takes a checkpoint of faceverify train")

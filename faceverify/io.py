@@ -13,7 +13,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 
 def temporary_path(path: str | Path) -> Path:
@@ -78,6 +78,23 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} {path} is not writable ({existing} is read-only)")
     return path
+
+
+def check_not_an_input(out: str | Path, inputs: Iterable[str | Path], what: str = "OUT") -> None:
+    """Refuse an output path that names one of the command's inputs, before any work.
+
+    ``faceverify export CKPT CKPT`` would replace the checkpoint by its export, ``embed LIST --out
+    LIST`` the list by the embeddings. Paths are compared resolved (``..`` and symbolic links
+    followed), so another spelling of an input is refused too.
+
+    Raises:
+        ValueError: ``out`` is one of ``inputs``; the message names both.
+    """
+    target = Path(out).resolve()
+    for item in inputs:
+        if Path(item).resolve() == target:
+            raise ValueError(f"{what} {out} is {item}, an input of this command: writing it would destroy the "
+                             "input; choose another path")
 
 
 def move_aside(path: str | Path) -> Path:

@@ -8,8 +8,12 @@
   fixed chunks written to ``EMB.npz.partial/``, so a killed run resumes at the first unfinished
   chunk; the chunks are joined into ``EMB.npz`` at the end.
 * :func:`verify_pairs`: a CSV with columns ``a,b`` (paths; extra columns kept) -> a CSV with
-  ``a,b,similarity,threshold,same,status`` per row. Each distinct photo is read, detected and
-  embedded once, in batches; a row that fails records why and never stops the run.
+  ``a,b,similarity,threshold,same,status`` per row; an input column named like one of these (a
+  ground-truth ``same``, an earlier run's results) is kept as ``input_<name>``. Each distinct
+  photo is read, detected and embedded once, in batches; a row that fails records why and never
+  stops the run.
+* Neither writes over one of its inputs: an ``--out`` that is the list, the pairs CSV or one of
+  the photos is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ from tqdm import tqdm
 
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
-from faceverify.io import atomic_write, write_json
+from faceverify.io import atomic_write, check_not_an_input, write_json
 from faceverify.model import FaceModel
+
+
+RESULT_COLUMNS = ("similarity", "threshold", "same", "status")  # what verify --pairs adds to every row
 
 
 class PhotoListError(ValueError):
@@ -56,9 +63,14 @@ def list_photos(src: str | Path) -> tuple[Path, list[str]]:
     raise FileNotFoundError(f"{src} is neither a folder of photos nor a list file")
 
 
+def _photo_path(root: Path, rel: str) -> Path:
+    """A listed photo's path: ``rel`` itself when absolute, else relative to the list's folder."""
+    return Path(rel) if Path(rel).is_absolute() else root / rel
+
+
 def _read(root: Path, rel: str) -> np.ndarray | str:
     """The photo, or why it cannot be used."""
-    path = Path(rel) if Path(rel).is_absolute() else root / rel
+    path = _photo_path(root, rel)
     try:
         return read_rgb(path)
     except FileNotFoundError:
@@ -96,6 +108,7 @@ def embed_photos(model: FaceModel, src: str | Path, out: str | Path, chunk: int 
     """Embed every photo of ``src`` into ``out`` (see the module docstring); returns a summary."""
     root, rels = list_photos(src)
     out = Path(out)
+    check_not_an_input(out, [src, *(_photo_path(root, rel) for rel in rels)], "--out")
     partial = out.with_name(out.name + ".partial")
     meta = {"model": model_fingerprint(model), "src": str(Path(src).resolve()), "photos": len(rels), "chunk": chunk}
     if (partial / "meta.json").is_file():
@@ -168,6 +181,8 @@ def verify_pairs(model: FaceModel, pairs_csv: str | Path, out_csv: str | Path, t
     columns, rows = read_pairs_csv(pairs_csv)
     root = Path(pairs_csv).parent
     photos = list(dict.fromkeys(p for row in rows for p in (row["a"], row["b"])))
+    check_not_an_input(out_csv, [pairs_csv, *(_photo_path(root, p) for p in photos)], "--out")
+    kept = kept_column_names(columns)
     features: dict[str, np.ndarray] = {}
     status: dict[str, str] = {}
     with tqdm(total=len(photos), desc="verify", unit="photo", disable=not progress) as bar:
@@ -181,14 +196,15 @@ def verify_pairs(model: FaceModel, pairs_csv: str | Path, out_csv: str | Path, t
             for i, vector in zip(usable, embedded):
                 features[names[i]] = vector
             bar.update(len(names))
-    out_columns = ["a", "b", "similarity", "threshold", "same", "status"] + [c for c in columns if c not in ("a", "b")]
+    out_columns = ["a", "b", *RESULT_COLUMNS, *(kept[c] for c in columns if c not in ("a", "b"))]
     counts = {"same": 0, "different": 0, "failed": 0}
     with atomic_write(out_csv, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=out_columns)
         writer.writeheader()
         for row in rows:
             problems = [f"{side}: {status[row[side]]}" for side in ("a", "b") if status[row[side]] != "ok"]
-            record = {**row, "threshold": f"{limit:.6g}"}
+            record = {kept.get(column, column): value for column, value in row.items()}
+            record["threshold"] = f"{limit:.6g}"
             if problems:
                 record.update(similarity="", same="", status="; ".join(problems))
                 counts["failed"] += 1
@@ -198,4 +214,21 @@ def verify_pairs(model: FaceModel, pairs_csv: str | Path, out_csv: str | Path, t
                 record.update(similarity=f"{score:.6f}", same=str(same).lower(), status="ok")
                 counts["same" if same else "different"] += 1
             writer.writerow(record)
-    return {"pairs": len(rows), **counts, "photos": len(photos), "threshold": limit, "out": str(out_csv)}
+    renamed = {column: name for column, name in kept.items() if column != name}
+    return {"pairs": len(rows), **counts, "photos": len(photos), "threshold": limit, "out": str(out_csv),
+            "renamed_columns": renamed}
+
+
+def kept_column_names(columns: Sequence[str]) -> dict[str, str]:
+    """The output name of each input column: its own, except that a column named like one of
+    verify's (``similarity``, ``threshold``, ``same``, ``status`` — e.g. a ground-truth ``same``,
+    or the results of an earlier run) becomes ``input_<name>`` (``input_input_<name>`` if that is
+    taken too), so the output loses none of the input."""
+    names = {column: column for column in columns}
+    for column in columns:
+        if column in RESULT_COLUMNS:
+            name = f"input_{column}"
+            while name in columns or name in names.values() or name in RESULT_COLUMNS:
+                name = f"input_{name}"
+            names[column] = name
+    return names

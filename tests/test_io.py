@@ -1,4 +1,5 @@
-"""``faceverify.io``: atomic writes leave the old file or the new one, never a mix or a temp file."""
+"""``faceverify.io``: atomic writes leave the old file or the new one, never a mix or a temp file; an
+output that names an input is refused."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from faceverify.io import atomic_write, move_aside, temporary_path, write_json, write_text
+from faceverify.io import atomic_write, check_not_an_input, move_aside, temporary_path, write_json, write_text
 
 
 def test_a_failed_write_keeps_the_old_file_and_removes_the_temp(tmp_path: Path):
@@ -38,3 +39,16 @@ def test_move_aside_never_overwrites(tmp_path: Path):
     second = move_aside(run)
     assert first != second and (first / "a").read_text() == "1" and not run.exists()
     assert first.name.startswith("run.old-") and second.name.startswith("run.old-")
+
+
+def test_an_output_that_names_an_input_is_refused_in_any_spelling(tmp_path: Path):
+    source = tmp_path / "in.csv"
+    source.write_text("a,b\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.csv").symlink_to(source)
+    for spelling in (source, tmp_path / "sub" / ".." / "in.csv", tmp_path / "link.csv"):
+        with pytest.raises(ValueError, match="an input of this command"):
+            check_not_an_input(spelling, [tmp_path / "other.txt", source])
+    check_not_an_input(tmp_path / "out.csv", [source])  # another file, and a missing input, are fine
+    check_not_an_input(source, [])
+    assert source.read_text() == "a,b\n"

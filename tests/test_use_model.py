@@ -250,6 +250,84 @@ def test_embed_records_photos_it_cannot_use_and_eval_names_them(photos, tmp_path
     assert len(embeddings.keys) == 1 and embeddings.excluded[str(photos["noise"]).rsplit(".", 1)[0]] == "no face found"
 
 
+# ----------------------------------------------------------------------------- an output that is an input
+def test_export_onto_its_own_checkpoint_is_refused_and_keeps_it(checkpoint: Path, tmp_path: Path, capsys):
+    model_path = tmp_path / "model.pt"
+    shutil.copy(checkpoint, model_path)
+    calibration = write_calibration(model_path, Calibration(0.25, "cosine", "concat", 0.9, "a test threshold"))
+    before = model_path.read_bytes(), calibration.read_bytes()
+    (tmp_path / "sub").mkdir()
+    for out in (model_path, tmp_path / "sub" / ".." / "model.pt", calibration):
+        assert main(["export", str(model_path), str(out), "--format", "torchscript"]) == 2
+        assert "an input of this command" in last_line(capsys)
+    link = tmp_path / "link.pt"
+    link.symlink_to(model_path)
+    assert main(["export", str(link), str(model_path)]) == 2  # another spelling of the same file
+    assert (model_path.read_bytes(), calibration.read_bytes()) == before
+    assert load_model(model_path).kind == "checkpoint"
+
+
+def test_embed_and_verify_never_write_over_their_inputs(photos, tmp_path: Path, capsys):
+    shutil.copy(photos["obama"], tmp_path / "o.jpg")
+    shutil.copy(photos["obama2"], tmp_path / "o2.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_text("o.jpg\no2.jpg\n")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a,b\no.jpg,o2.jpg\n")
+    before = {p: p.read_bytes() for p in (listing, pairs, tmp_path / "o.jpg", tmp_path / "o2.jpg")}
+    for out in (listing, tmp_path / "o2.jpg"):
+        assert main(["embed", str(listing), "--model", "dlib", "--out", str(out)]) == 2
+        assert "an input of this command" in last_line(capsys)
+    assert main(["embed", str(tmp_path), "--model", "dlib", "--out", str(tmp_path / "o.jpg")]) == 2
+    for out in (pairs, tmp_path / "o.jpg"):
+        assert main(["verify", "--pairs", str(pairs), "--model", "dlib", "--out", str(out)]) == 2
+        assert "an input of this command" in last_line(capsys)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_verify_pairs_keeps_input_columns_named_like_its_own(photos, tmp_path: Path, capsys):
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as handle:  # a ground-truth "same", and a column already called input_status
+        csv.writer(handle).writerows([["a", "b", "same", "status", "input_status"],
+                                      [str(photos["obama"]), str(photos["obama2"]), "1", "checked", "x"],
+                                      [str(photos["obama"]), str(photos["biden"]), "0", "", "y"]])
+    first = tmp_path / "first.csv"
+    assert main(["verify", "--pairs", str(pairs), "--model", "dlib", "--out", str(first)]) == 0
+    assert "its column same is kept as input_same" in capsys.readouterr().out
+    with open(first, newline="") as handle:
+        header = next(csv.reader(handle))
+        handle.seek(0)
+        rows = list(csv.DictReader(handle))
+    assert header == ["a", "b", "similarity", "threshold", "same", "status", "input_same", "input_input_status",
+                      "input_status"]
+    assert [r["input_same"] for r in rows] == ["1", "0"] and [r["same"] for r in rows] == ["true", "false"]
+    assert [r["input_input_status"] for r in rows] == ["checked", ""] and [r["input_status"] for r in rows] == ["x", "y"]
+    second = tmp_path / "second.csv"  # its own output as input: the earlier results are kept, no column twice
+    assert main(["verify", "--pairs", str(first), "--model", "dlib", "--out", str(second)]) == 0
+    with open(second, newline="") as handle:
+        header = next(csv.reader(handle))
+    assert len(header) == len(set(header)) == 13 and "input_similarity" in header
+
+
+def test_export_rec_and_bin_never_write_among_or_over_their_inputs(mini_lfw, tmp_path: Path, capsys):
+    tree = tmp_path / "data" / "lfw_112x96"  # the refusals come before any image is read
+    shutil.copytree(mini_lfw.images, tree)
+    listing = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out in (tree, tree / "rec", tree.parent):
+        assert main(["export", "rec", str(tree), str(out)]) == 2
+        assert "must be separate" in last_line(capsys)
+    pairs = tmp_path / "pairs.txt"
+    shutil.copy(mini_lfw.pairs, pairs)
+    before = pairs.read_bytes()
+    photo = next(tree.glob("*/*.jpg"))
+    for out in (pairs, photo):
+        assert main(["export", "bin", str(tree), str(pairs), str(out)]) == 2
+        assert "an input of this command" in last_line(capsys)
+    assert pairs.read_bytes() == before
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p != pairs) == listing
+
+
 # ----------------------------------------------------------------------------- the Python API
 def test_the_readme_python_example(photos):
     model = faceverify.load_model("dlib")

@@ -154,6 +154,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     from faceverify.baselines.dlib_resnet import embed_lfw_with_dlib
     from faceverify.data.lfw import read_pairs, resolve_image_paths
     from faceverify.data.locate import lfw_images_dir, lfw_protocol_dir
+    from faceverify.io import check_not_an_input
 
     lfw = lfw_images_dir(args.lfw)
     pairs_path = args.pairs or lfw_protocol_dir() / "pairs.txt"
@@ -167,6 +168,7 @@ def run_baseline(args: argparse.Namespace) -> int:
         pairs = pairs.subset([f - 1 for f in folds])
     paths = resolve_image_paths(lfw, pairs.keys)
     relpaths = [str(paths[k].relative_to(lfw)) for k in pairs.keys]
+    check_not_an_input(args.out, [pairs_path, *paths.values()], "--out")
     summary = embed_lfw_with_dlib(lfw, relpaths, args.out)
     print(json.dumps(summary, indent=2))
     if args.eval_out is not None:

@@ -58,7 +58,8 @@ def run_verify(args: argparse.Namespace) -> int:
         summary = verify_pairs(_load(args), args.pairs, args.out, args.threshold)
         print(json.dumps(summary) if args.json else
               f"{summary['pairs']} pairs: {summary['same']} same, {summary['different']} different, "
-              f"{summary['failed']} failed (see the status column); wrote {summary['out']}")
+              f"{summary['failed']} failed (see the status column); wrote {summary['out']}"
+              + "".join(f"; its column {c} is kept as {n}" for c, n in summary["renamed_columns"].items()))
         return 0
     if len(args.photos) != 2:
         raise UsageError("usage: faceverify verify A B --model M (two photos), or --pairs PAIRS.csv")
