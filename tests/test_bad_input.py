@@ -22,6 +22,14 @@ def one_line(capsys, command: str, fragment: str) -> None:
     assert "Traceback" not in err and err.count(f"faceverify {command}: error:") == 1, err
 
 
+def test_baseline_onto_its_pairs_file_is_refused(tmp_path: Path, mini_lfw, capsys):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_bytes(mini_lfw.pairs.read_bytes())
+    assert main(["baseline", "dlib", "--lfw", str(mini_lfw.images), "--pairs", str(pairs), "--out", str(pairs)]) == 2
+    one_line(capsys, "baseline", "an input of this command")
+    assert pairs.read_bytes() == mini_lfw.pairs.read_bytes()
+
+
 def test_demo_with_a_fold_that_does_not_exist_fails_before_any_work(tmp_path: Path, capsys):
     started = time.perf_counter()
     assert main(["demo", "--fold", "11", "--out", str(tmp_path / "demo")]) == 2
