@@ -19,6 +19,7 @@ from data_prep.prepare import read_manifest
 from faceverify.config import ConfigError, check_range
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.data.packed import write_packed
+from faceverify.io import folder_overlap
 
 
 @dataclass
@@ -114,8 +115,7 @@ def check_separate_folders(aligned: Path, out: Path) -> None:
     """Refuse an OUT folder that is the aligned tree, lies inside it or contains it (``pack`` and
     ``export rec``): the files would be written among the crops, and a later read of the tree
     would meet them."""
-    source, target = aligned.resolve(), out.resolve()
-    if source == target or source in target.parents or target in source.parents:
+    if folder_overlap(aligned, out):
         raise ValueError(f"OUT {out} and the aligned folder {aligned} must be separate (neither inside the "
                          "other): the output would be written among the crops")
 

@@ -56,7 +56,7 @@ from data_prep.detect import FaceDetector, choose_face
 from faceverify.config import ConfigError, changed_keys, check_device, check_range, to_dict
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
-from faceverify.io import atomic_write, check_writable_dir, move_aside, write_bytes, write_json
+from faceverify.io import atomic_write, check_writable_dir, folder_overlap, move_aside, write_bytes, write_json
 
 STATUSES = ("ok", "fallback", "no_face", "unreadable")
 LANDMARK_COLUMNS = [f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")]
@@ -211,14 +211,14 @@ def _dangling(path: Path) -> str:
 
 def check_separate(src: Path, dst: Path) -> None:
     """Refuse a DST that is SRC, lies inside SRC, or contains it (before anything is written)."""
-    source, target = src.resolve(), dst.resolve()
-    if source == target:
+    overlap = folder_overlap(src, dst)
+    if overlap == "same":
         raise AlignmentError(f"DST {dst} is the source folder itself: the crops would overwrite the photos; "
                              "choose another DST")
-    if source in target.parents:
+    if overlap == "inside":
         raise AlignmentError(f"DST {dst} lies inside the source folder {src}: the crops would mix with the "
                              "photos; choose a DST outside it")
-    if target in source.parents:
+    if overlap == "contains":
         raise AlignmentError(f"the source folder {src} lies inside DST {dst}: the crops would be written "
                              "among the photos; choose a DST outside it")
 

@@ -80,6 +80,18 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def folder_overlap(source: str | Path, target: str | Path) -> str:
+    """How two folders overlap, compared resolved: ``"same"``, ``"inside"`` (target lies inside
+    source), ``"contains"`` (target contains source), or ``""`` when they are separate. The one
+    test behind every command that writes a folder from another (``align``, ``pack``, ``export rec``)."""
+    source, target = Path(source).resolve(), Path(target).resolve()
+    if source == target:
+        return "same"
+    if source in target.parents:
+        return "inside"
+    return "contains" if target in source.parents else ""
+
+
 def check_not_an_input(out: str | Path, inputs: Iterable[str | Path], what: str = "OUT") -> None:
     """Refuse an output path that names one of the command's inputs, before any work.
 

@@ -203,7 +203,7 @@ def verify_pairs(model: FaceModel, pairs_csv: str | Path, out_csv: str | Path, t
         writer.writeheader()
         for row in rows:
             problems = [f"{side}: {status[row[side]]}" for side in ("a", "b") if status[row[side]] != "ok"]
-            record = {kept.get(column, column): value for column, value in row.items()}
+            record = {kept[column]: value for column, value in row.items()}
             record["threshold"] = f"{limit:.6g}"
             if problems:
                 record.update(similarity="", same="", status="; ".join(problems))
@@ -228,7 +228,7 @@ def kept_column_names(columns: Sequence[str]) -> dict[str, str]:
     for column in columns:
         if column in RESULT_COLUMNS:
             name = f"input_{column}"
-            while name in columns or name in names.values() or name in RESULT_COLUMNS:
+            while name in names.values():  # every input column's name, and the names given so far
                 name = f"input_{name}"
             names[column] = name
     return names

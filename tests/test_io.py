@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from faceverify.io import atomic_write, check_not_an_input, move_aside, temporary_path, write_json, write_text
+from faceverify.io import (atomic_write, check_not_an_input, folder_overlap, move_aside, temporary_path, write_json,
+                           write_text)
 
 
 def test_a_failed_write_keeps_the_old_file_and_removes_the_temp(tmp_path: Path):
@@ -52,3 +53,15 @@ def test_an_output_that_names_an_input_is_refused_in_any_spelling(tmp_path: Path
     check_not_an_input(tmp_path / "out.csv", [source])  # another file, and a missing input, are fine
     check_not_an_input(source, [])
     assert source.read_text() == "a,b\n"
+
+
+def test_folder_overlap_names_the_relation_in_any_spelling(tmp_path: Path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert folder_overlap(tmp_path / "a", tmp_path / "c" / ".." / "a") == "same"
+    assert folder_overlap(tmp_path / "link", tmp_path / "a") == "same"
+    assert folder_overlap(tmp_path / "a", tmp_path / "a" / "b" / "new") == "inside"
+    assert folder_overlap(tmp_path / "a" / "b", tmp_path / "link") == "contains"
+    assert folder_overlap(tmp_path / "a", tmp_path / "c") == ""
+    assert folder_overlap(tmp_path / "a", tmp_path / "ab") == ""  # a shared prefix is not nesting
