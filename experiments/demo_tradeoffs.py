@@ -9,8 +9,10 @@ largest size whose detection rate stays >= 99.8% -> ``results/demo/alignment_min
 
 ``--curve``: the demo's cell (softmax + center loss, cpu profile, held-out fold 1) trained from an
 aligned LFW (``--aligned``) with each schedule length of ``--schedules`` (milestones scaled, as the
-demo runs it; ``--batch-norm`` adds BatchNorm to the backbone), evaluated with the protocol (threshold from the other nine folds) -> held-out
-accuracy against training seconds -> ``results/demo/training_curve.csv`` and ``training_curve.png``.
+demo runs it) and each seed of ``--seeds``; ``--sampler pk`` draws the cpu profile's PK batches
+instead of the demo's random ones, ``--batch-norm`` adds BatchNorm to the backbone. Evaluated with
+the protocol (threshold from the other nine folds) -> held-out accuracy against training seconds
+-> ``results/demo/training_curve.csv`` and ``training_curve.png`` (mean over seeds).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from data_prep.prepare import AlignConfig, align_tree  # noqa: E402
 from faceverify.ablation.runner import run_ablation  # noqa: E402
 from faceverify.ablation.spec import Cell, train_config  # noqa: E402
 from faceverify.data.lfw import read_pairs, resolve_image_paths  # noqa: E402
-from faceverify.demo import demo_spec  # noqa: E402
+from faceverify.demo import DEMO_SAMPLER, demo_spec  # noqa: E402
 from faceverify.io import save_figure  # noqa: E402
 from faceverify.provenance import device_description  # noqa: E402
 from faceverify.results import append_rows, csv_to_markdown, provenance, read_rows  # noqa: E402
@@ -64,43 +66,53 @@ def align_sweep(sizes: list[int], where: dict) -> None:
                          "whose detection rate stays >= 99.8%.")
 
 
-def training_curve(aligned: Path, fold: int, schedules: list[int], batch_norm: bool, where: dict) -> None:
+def training_curve(aligned: Path, fold: int, schedules: list[int], seeds: list[int], sampler: str, batch_norm: bool,
+                   where: dict) -> None:
     protocol = locate_lfw().protocol
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="demo_curve_") as tmp:  # one work folder: the pack is built once
         for iters in schedules:  # each length with its own schedule (milestones scaled), run as the demo runs it
             spec = demo_spec(aligned, protocol, Path(tmp), fold, "cpu", max_iters=iters)
+            spec.seeds = seeds
             spec.base = {"model": {"batch_norm": batch_norm}}  # no progress bar in a recording
-            row = read_rows(run_ablation(spec, log=lambda _: None))[-1]
-            milestones = train_config(spec, Cell("softmax+center", 0, fold), Path(tmp), Path(tmp)).optim.milestones
-            rows.append({**where, "fold": fold, "iterations": iters, "batch_norm": batch_norm,
-                         "images_seen": int(row["images_seen"]), "train_seconds": float(row["train_seconds"]),
-                         "accuracy": float(row["accuracy"]), "auc": float(row["auc"]),
-                         "milestones": " ".join(map(str, milestones))})
-            print(rows[-1], flush=True)
+            spec.arms["softmax+center"]["data"]["sampler"] = sampler
+            recorded = {int(r["seed"]): r for r in read_rows(run_ablation(spec, log=lambda _: None))}
+            for seed in seeds:
+                row = recorded[seed]
+                config = train_config(spec, Cell("softmax+center", seed, fold), Path(tmp), Path(tmp))
+                rows.append({**where, "fold": fold, "iterations": iters, "batch_norm": batch_norm,
+                             "images_seen": int(row["images_seen"]), "train_seconds": float(row["train_seconds"]),
+                             "accuracy": float(row["accuracy"]), "auc": float(row["auc"]),
+                             "milestones": " ".join(map(str, config.optim.milestones)),
+                             "sampler": config.data.sampler, "seed": seed})
+                print(rows[-1], flush=True)
     append_rows(OUT / "training_curve.csv", rows)
     csv_to_markdown(OUT / "training_curve.csv", OUT / "training_curve.md",
                     "The demo's held-out accuracy against training length",
                     note="Produced by `python experiments/demo_tradeoffs.py --curve`: the demo's cell trained with "
                          "each schedule length (milestones scaled with it), evaluated on the held-out fold with the "
-                         "threshold from the other nine folds. Rows with an empty batch_norm were recorded before that "
-                         "column existed, without BatchNorm.")
+                         "threshold from the other nine folds. Rows with an empty batch_norm, sampler or seed were "
+                         "recorded before that column existed: without BatchNorm, PK batches, seed 0.")
     recorded = read_rows(OUT / "training_curve.csv")
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
-    for norm in ("False", "True"):  # rows recorded before the column existed trained without BatchNorm
-        latest = {int(r["iterations"]): r for r in recorded
-                  if int(r["fold"]) == fold and (r.get("batch_norm") or "False") == norm}
-        points = [latest[k] for k in sorted(latest)]
-        if not points:
-            continue
-        ax.plot([float(r["train_seconds"]) / 60 for r in points], [100 * float(r["accuracy"]) for r in points],
-                marker="o", label="BatchNorm" if norm == "True" else "no BatchNorm")
-        for r in points:
-            ax.annotate(f"{r['iterations']} it", (float(r["train_seconds"]) / 60, 100 * float(r["accuracy"])),
-                        fontsize=7)
+    # rows recorded before a column existed: no BatchNorm, PK batches, seed 0
+    variants = sorted({(r.get("sampler") or "pk", r.get("batch_norm") or "False") for r in recorded})
+    for drawn, norm in variants:
+        latest: dict[tuple[int, int], dict] = {}  # (iterations, seed) -> the latest row
+        for r in recorded:
+            if int(r["fold"]) == fold and (r.get("sampler") or "pk", r.get("batch_norm") or "False") == (drawn, norm):
+                latest[int(r["iterations"]), int(r.get("seed") or 0)] = r
+        lengths = sorted({it for it, _ in latest})
+        runs = [[r for (it, _), r in latest.items() if it == length] for length in lengths]
+        minutes = [sum(float(r["train_seconds"]) for r in group) / len(group) / 60 for group in runs]
+        accuracy = [100 * sum(float(r["accuracy"]) for r in group) / len(group) for group in runs]
+        label = f"{'random' if drawn == 'shuffle' else 'PK'} batches{', BatchNorm' if norm == 'True' else ''}"
+        ax.plot(minutes, accuracy, marker="o", label=label)
+        for length, group, x, y in zip(lengths, runs, minutes, accuracy):
+            ax.annotate(f"{length} it" + (f" ({len(group)} seeds)" if len(group) > 1 else ""), (x, y), fontsize=7)
     ax.legend(fontsize=8)
     ax.set_xlabel(f"training minutes ({where['device']})")
-    ax.set_ylabel(f"held-out accuracy, fold {fold} (%)")
+    ax.set_ylabel(f"held-out accuracy, fold {fold} (%; mean of seeds)")
     ax.set_title("The demo's cell: accuracy against training time", fontsize=10)
     ax.grid(alpha=0.3)
     save_figure(fig, OUT / "training_curve.png")
@@ -116,12 +128,16 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=1)
     parser.add_argument("--batch-norm", action="store_true", help="BatchNorm in the backbone (rows say which)")
     parser.add_argument("--schedules", default="500,1000,1500", help="training lengths to try (iterations)")
+    parser.add_argument("--seeds", default="0", help="seeds of each length (rows say which)")
+    parser.add_argument("--sampler", default=DEMO_SAMPLER, choices=["shuffle", "pk"],
+                        help="how batches are drawn: at random (the demo's) or PK (the cpu profile's; rows say which)")
     args = parser.parse_args()
     where = provenance(device=device_description("cpu"))
     if args.align:
         align_sweep([int(v) for v in args.sizes.split(",")], where)
     if args.curve:
-        training_curve(args.aligned, args.fold, [int(v) for v in args.schedules.split(",")], args.batch_norm, where)
+        training_curve(args.aligned, args.fold, [int(v) for v in args.schedules.split(",")],
+                       [int(v) for v in args.seeds.split(",")], args.sampler, args.batch_norm, where)
     if not (args.align or args.curve):
         parser.error("give --align and/or --curve")
 

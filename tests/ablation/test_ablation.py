@@ -170,6 +170,22 @@ def test_demo_minimum_face_size_scales_with_the_photos(tmp_path: Path):
     assert demo_align_config().min_face_size == DEMO_MIN_FACE_SIZE
 
 
+def test_demo_draws_random_batches_while_ablation_arms_keep_pk(tmp_path: Path):
+    """The demo trains softmax + center loss on batches drawn at random (Wen et al.); the cpu
+    profile's PK batches stay the ablation arms' default, and the demo's other settings are the
+    profile's (one merge: the sampler does not drop the rest of ``data``)."""
+    from faceverify.ablation.spec import Cell
+    from faceverify.demo import DEMO_ITERATIONS, demo_spec
+
+    demo = train_config(demo_spec(tmp_path / "a", tmp_path / "p", tmp_path), Cell("softmax+center", 0, 1),
+                        tmp_path, tmp_path)
+    assert demo.data.sampler == "shuffle"
+    assert (demo.data.batch_size, demo.data.k, demo.data.flip) == (128, 4, True)
+    assert demo.optim.max_iters == DEMO_ITERATIONS
+    arm = AblationSpec(profile="cpu", arms={"softmax+center": {"loss": {"terms": {"softmax": 1.0, "center": 0.003}}}})
+    assert train_config(arm, Cell("softmax+center", 0, 1), tmp_path, tmp_path).data.sampler == "pk"
+
+
 # ----------------------------------------------------------------------------- tuning, hashing, statistics
 def tuned_spec(tmp_path: Path, protocol: Path, aligned: Path, extra: str = "") -> Path:
     spec = tmp_path / "tuned.yaml"
