@@ -239,10 +239,22 @@ def demo_section() -> str:
     curve_text = ""
     curve = [r for r in _rows(ROOT / "results" / "demo" / "training_curve.csv") if r["fold"] == row["held_out_fold"]]
     if curve:
-        points = ", ".join(f"{r['iterations']} iterations{' with BatchNorm' if r.get('batch_norm') == 'True' else ''} "
-                           f"{_pct(r['accuracy'])}% in {float(r['train_seconds']) / 60:.1f} min" for r in curve)
-        curve_text = (f" The training length against accuracy on the same fold ({curve[-1]['device']}, single runs, "
-                  f"`results/demo/training_curve.md`): {points}.")
+        # one point per (batches, BatchNorm, length): the latest row of each seed, averaged; rows recorded
+        # before a column existed: PK batches, no BatchNorm, seed 0
+        latest: dict[tuple[str, str, int], dict[str, dict[str, str]]] = {}
+        for r in curve:
+            variant = (r.get("sampler") or "pk", r.get("batch_norm") or "False", int(r["iterations"]))
+            latest.setdefault(variant, {})[r.get("seed") or "0"] = r
+        points = []
+        for (drawn, norm, iterations), by_seed in sorted(latest.items()):
+            runs = list(by_seed.values())
+            accuracy = [100 * float(r["accuracy"]) for r in runs]
+            minutes = sum(float(r["train_seconds"]) for r in runs) / len(runs) / 60
+            spread = f" (seeds: {', '.join(f'{a:.2f}' for a in accuracy)})" if len(runs) > 1 else ""
+            points.append(f"{'random' if drawn == 'shuffle' else 'PK'} batches{', BatchNorm' if norm == 'True' else ''}, "
+                          f"{iterations} iterations: {sum(accuracy) / len(accuracy):.2f}%{spread} in {minutes:.1f} min")
+        curve_text = (f" The training length against accuracy on the same fold ({curve[-1]['device']}, "
+                      f"`results/demo/training_curve.md`; a mean where several seeds ran): {'; '.join(points)}.")
     return (
         "### The quick-start demo\n\n"
         f"`make demo` on a fresh clone ({row['device']}, commit {row['commit']}): the demo itself {demo:.1f} min{split}; "

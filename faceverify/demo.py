@@ -4,8 +4,8 @@
 2. Align, with MTCNN, only the images it needs: every image of the View 2 pairs (the threshold
    is chosen on the nine other folds) and of the people with at least two images (training
    people of the other nine people.txt sets; the held-out set's for the geometry).
-3. Train softmax + center loss (Wen et al.) with the ``cpu`` ablation profile, or the ``gpu``
-   one when CUDA is available.
+3. Train softmax + center loss (Wen et al.) on batches drawn at random, with the ``cpu`` ablation
+   profile's network and schedule, or the ``gpu`` one when CUDA is available.
 4. Evaluate on the held-out fold's 600 pairs; print and save the result, with one line saying
    what the figure means next to the paper's.
 5. Save the model (``model.pt`` + its threshold, calibrated on the other nine folds) and print
