@@ -70,6 +70,7 @@ from faceverify.results import append_rows, csv_to_markdown, provenance
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
 from faceverify.training.distributed import resolve_device
 from faceverify.training.evaluate import load_backbone
+from faceverify.training.stop import raise_if_stopped
 from faceverify.training.trainer import train
 
 CONFIGS = PACKAGE_ROOT / "experiments" / "configs"
@@ -265,6 +266,7 @@ def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pat
     config = merge(config, run_changes)
     published = merge(published, {"out": config.out, "data": {"source": config.data.source}})
     result = train(config, restart=restart)
+    raise_if_stopped(result, config.optim.max_iters)  # stopped by the user: no evaluation, no report
     checkpoint = out / "train" / "checkpoints" / "last.pt"
     model, network_input, _ = load_backbone(checkpoint, device)
     if tuple(network_input) != tuple(input_size) and config.model.input:

@@ -109,3 +109,34 @@ def test_unknown_recipes_and_missing_benchmarks_are_clear(tmp_path: Path, capsys
     monkeypatch.delenv("FACEVERIFY_DATA")
     assert main(["reproduce", "casia_C_center", "--train", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "give --lfw" in capsys.readouterr().err
+
+
+def test_a_signal_stops_reproduce_before_any_evaluation_and_the_rerun_resumes(stand_in, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch, capsys):
+    """SIGTERM mid-training: exit 130, the checkpoint saved, no result.json or report of the unfinished
+    network (once, reproduce went on to evaluate and report it); the same command finishes the run."""
+    import signal
+
+    from faceverify import reproduce
+    from faceverify.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "stopped"
+    argv = ["reproduce", "casia_C_center", "--train", str(stand_in["rec"]), "--bin-dir", str(stand_in["bins"]),
+            "--out", str(out), *SHORT]
+    argv[argv.index("optim.max_iters=2")] = "optim.max_iters=3"
+    real_train = reproduce.train
+
+    def terminated(config, callbacks=None, restart=False):
+        def send_sigterm(trainer) -> None:
+            if trainer.state.step == 1:
+                signal.raise_signal(signal.SIGTERM)
+        return real_train(config, [send_sigterm], restart)
+
+    monkeypatch.setattr(reproduce, "train", terminated)
+    assert main(argv) == 130
+    assert "stopped by signal at step 1 of 3" in capsys.readouterr().err
+    assert not (out / "result.json").exists() and not (out / "report.md").exists()
+    assert load_checkpoint(out / "train" / "checkpoints" / "last.pt")["train_state"]["step"] == 1
+    monkeypatch.setattr(reproduce, "train", real_train)
+    assert main(argv) == 0
+    assert result_of(out)["iterations"] == 3

@@ -55,6 +55,7 @@ from faceverify.provenance import device_description
 from faceverify.results import append_rows, provenance, read_rows
 from faceverify.training.distributed import resolve_device
 from faceverify.training.evaluate import load_backbone
+from faceverify.training.stop import raise_if_stopped
 from faceverify.training.trainer import NonFiniteLossError, train
 
 ROW_KEY = ("arm", "sweep_value", "trial", "seed", "fold")
@@ -272,6 +273,7 @@ def run_ablation(spec: AblationSpec, log: Callable[[str], None] = print) -> Path
                     "images_seen": config.optim.max_iters * config.data.batch_size}
         try:
             result = train(config)
+            raise_if_stopped(result, config.optim.max_iters)  # a stop is not a result: no row, the re-run resumes
         except NonFiniteLossError as err:
             # a diverged cell is a result too: record it, keep going with the others
             row = {**base_row, "status": "diverged", "reason": str(err).split(";")[0], "accuracy": float("nan"),

@@ -16,6 +16,7 @@ from typing import Callable, NoReturn
 from faceverify.cli import data_commands, eval_commands, run_commands, use_commands
 from faceverify.cli.shape import UsageError, split_overrides
 from faceverify.config import ConfigError
+from faceverify.training.stop import StoppedBySignal
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{args.command} takes no key=value overrides: {' '.join(overrides)}")
         args.overrides = overrides
         return int(args.func(args) or 0)
+    except StoppedBySignal as err:
+        # Ctrl-C / SIGTERM during an ablation, the demo or a reproduction: saved, nothing scored
+        print(f"faceverify {command}: {err}", file=sys.stderr)
+        return 130
     except (ConfigError, ValueError, KeyError, FloatingPointError, OSError) as err:
         # every input or usage error: one message naming the file or option, exit status 2
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -82,6 +82,52 @@ def test_tiny_ablation_end_to_end_and_resume(att_protocol, tmp_path: Path, capsy
     assert capsys.readouterr().out.count("done earlier") == 2
 
 
+def test_a_signal_mid_cell_records_nothing_and_the_rerun_resumes_the_cell(att_protocol, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch, capsys):
+    """Ctrl-C / SIGTERM during an ablation stops it: the cell's checkpoint is saved, but the unfinished
+    network is neither scored nor recorded, and no further cell starts (once, a stopped cell was
+    evaluated at its stopping step, written as an ``ok`` row and skipped as "done" by every re-run)."""
+    import signal
+
+    from faceverify.ablation import runner
+
+    protocol, aligned = att_protocol
+    spec_path = tiny_spec(tmp_path, protocol, aligned)
+    real_train = runner.train
+    first_steps: list[int] = []
+
+    def interrupted(config, callbacks=None, restart=False):
+        def press_ctrl_c(trainer) -> None:
+            if trainer.state.step == 3:
+                signal.raise_signal(signal.SIGINT)  # the trainer's own handler receives it
+        return real_train(config, [press_ctrl_c], restart)
+
+    monkeypatch.setattr(runner, "train", interrupted)
+    assert main(["ablate", str(spec_path)]) == 130
+    captured = capsys.readouterr()
+    assert "stopped by signal at step 3 of 8" in captured.err and "Re-run the same command" in captured.err
+    assert "[2/2]" not in captured.out  # the next cell never started
+    assert not (tmp_path / "results" / "tiny.csv").exists()
+    assert not list((tmp_path / "work").rglob("cells/*.npz"))  # nothing scored
+    runs = list((tmp_path / "work" / "tiny" / "runs").iterdir())
+    assert len(runs) == 1
+    from faceverify.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(runs[0] / "checkpoints" / "last.pt")["train_state"]["step"] == 3
+
+    def watched(config, callbacks=None, restart=False):
+        return real_train(config, [lambda trainer: first_steps.append(trainer.state.step)], restart)
+
+    monkeypatch.setattr(runner, "train", watched)
+    assert main(["ablate", str(spec_path)]) == 0
+    assert first_steps[0] == 4  # the stopped cell resumed after its step 3, not from scratch
+    with open(tmp_path / "results" / "tiny.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["arm"], r["iterations"], r["status"]) for r in rows] == [("softmax", "8", "ok"),
+                                                                       ("softmax+center", "8", "ok")]
+    assert rows[0]["run_dir"] == str(runs[0])
+
+
 def test_sweep_with_inner_validation_and_its_plot(att_protocol, tmp_path: Path):
     protocol, aligned = att_protocol
     spec_path = tmp_path / "sweep.yaml"
