@@ -277,6 +277,10 @@ def main() -> None:
     body = "\n".join(s for s in (section() for section in SECTIONS) if s)
     before, rest = text.split(START, 1)
     _, after = rest.split(END, 1)
+    demo = _last(ROOT / "results" / "demo" / "quickstart.csv")
+    if demo is not None and demo.get("demo_seconds"):  # the quick start's comment: the recorded demo time
+        minutes = f"({float(demo['demo_seconds']) / 60:.1f} min on 2 CPU cores, see Results)"
+        before = re.sub(r"\(\d+(\.\d+)? min on 2 CPU cores, see Results\)", minutes, before)
     write_text(readme, f"{before}{START}\n{body or '(no results recorded yet)'}\n{END}{after}")
     print(f"updated {readme}")
 
