@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from data_prep.datasets import locate_lfw  # noqa: E402
 from data_prep.prepare import AlignConfig, align_tree  # noqa: E402
+from demo_curve import curve_points  # noqa: E402
 from faceverify.ablation.runner import run_ablation  # noqa: E402
 from faceverify.ablation.spec import Cell, train_config  # noqa: E402
 from faceverify.data.lfw import read_pairs, resolve_image_paths  # noqa: E402
@@ -95,21 +96,13 @@ def training_curve(aligned: Path, fold: int, schedules: list[int], seeds: list[i
                          "recorded before that column existed: without BatchNorm, PK batches, seed 0.")
     recorded = read_rows(OUT / "training_curve.csv")
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
-    # rows recorded before a column existed: no BatchNorm, PK batches, seed 0
-    variants = sorted({(r.get("sampler") or "pk", r.get("batch_norm") or "False") for r in recorded})
-    for drawn, norm in variants:
-        latest: dict[tuple[int, int], dict] = {}  # (iterations, seed) -> the latest row
-        for r in recorded:
-            if int(r["fold"]) == fold and (r.get("sampler") or "pk", r.get("batch_norm") or "False") == (drawn, norm):
-                latest[int(r["iterations"]), int(r.get("seed") or 0)] = r
-        lengths = sorted({it for it, _ in latest})
-        runs = [[r for (it, _), r in latest.items() if it == length] for length in lengths]
-        minutes = [sum(float(r["train_seconds"]) for r in group) / len(group) / 60 for group in runs]
-        accuracy = [100 * sum(float(r["accuracy"]) for r in group) / len(group) for group in runs]
-        label = f"{'random' if drawn == 'shuffle' else 'PK'} batches{', BatchNorm' if norm == 'True' else ''}"
-        ax.plot(minutes, accuracy, marker="o", label=label)
-        for length, group, x, y in zip(lengths, runs, minutes, accuracy):
-            ax.annotate(f"{length} it" + (f" ({len(group)} seeds)" if len(group) > 1 else ""), (x, y), fontsize=7)
+    points = curve_points(recorded, fold)
+    for label in dict.fromkeys(p.label for p in points):  # one line per (sampler, BatchNorm), in order
+        line = [p for p in points if p.label == label]
+        ax.plot([p.minutes for p in line], [p.accuracy for p in line], marker="o", label=label)
+        for p in line:
+            seeds = f" ({len(p.accuracies)} seeds)" if len(p.accuracies) > 1 else ""
+            ax.annotate(f"{p.iterations} it{seeds}", (p.minutes, p.accuracy), fontsize=7)
     ax.legend(fontsize=8)
     ax.set_xlabel(f"training minutes ({where['device']})")
     ax.set_ylabel(f"held-out accuracy, fold {fold} (%; mean of seeds)")

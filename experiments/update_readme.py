@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from demo_curve import curve_points
 from faceverify.io import write_text
 from faceverify.results import read_rows
 
@@ -237,23 +238,15 @@ def demo_section() -> str:
     setup = float(row["setup_seconds"]) / 60
     demo = float(row.get("demo_seconds") or float(row["total_seconds"]) - float(row["setup_seconds"])) / 60
     curve_text = ""
-    curve = [r for r in _rows(ROOT / "results" / "demo" / "training_curve.csv") if r["fold"] == row["held_out_fold"]]
+    rows = _rows(ROOT / "results" / "demo" / "training_curve.csv")
+    curve = curve_points(rows, int(row["held_out_fold"])) if rows else []
     if curve:
-        # one point per (batches, BatchNorm, length): the latest row of each seed, averaged; rows recorded
-        # before a column existed: PK batches, no BatchNorm, seed 0
-        latest: dict[tuple[str, str, int], dict[str, dict[str, str]]] = {}
-        for r in curve:
-            variant = (r.get("sampler") or "pk", r.get("batch_norm") or "False", int(r["iterations"]))
-            latest.setdefault(variant, {})[r.get("seed") or "0"] = r
         points = []
-        for (drawn, norm, iterations), by_seed in sorted(latest.items()):
-            runs = list(by_seed.values())
-            accuracy = [100 * float(r["accuracy"]) for r in runs]
-            minutes = sum(float(r["train_seconds"]) for r in runs) / len(runs) / 60
-            spread = f" (seeds: {', '.join(f'{a:.2f}' for a in accuracy)})" if len(runs) > 1 else ""
-            points.append(f"{'random' if drawn == 'shuffle' else 'PK'} batches{', BatchNorm' if norm == 'True' else ''}, "
-                          f"{iterations} iterations: {sum(accuracy) / len(accuracy):.2f}%{spread} in {minutes:.1f} min")
-        curve_text = (f" The training length against accuracy on the same fold ({curve[-1]['device']}, "
+        for point in curve:
+            spread = f" (seeds: {', '.join(f'{a:.2f}' for a in point.accuracies)})" if len(point.accuracies) > 1 else ""
+            points.append(f"{point.label}, {point.iterations} iterations: {point.accuracy:.2f}%{spread} "
+                          f"in {point.minutes:.1f} min")
+        curve_text = (f" The training length against accuracy on the same fold ({rows[-1]['device']}, "
                       f"`results/demo/training_curve.md`; a mean where several seeds ran): {'; '.join(points)}.")
     return (
         "### The quick-start demo\n\n"
