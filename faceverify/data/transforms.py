@@ -73,12 +73,22 @@ def template_crop(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, 
     return None
 
 
+MAX_ENLARGEMENT = 2.0  # a crop may be enlarged at most this much to fit the network's input
+
+
 def check_fit(size: tuple[int, int], target: tuple[int, int]) -> str:
     """How crops of ``size`` reach a network taking ``target`` (both HxW): ``"same"``, ``"crop"``
     (112x112 -> 112x96 template crop, then a resize if needed) or ``"resize"`` (aspect within 10%).
-    Raises ValueError for crops that cannot become the network's input without distortion."""
+    Raises ValueError for crops that cannot become the network's input without distortion, and for
+    crops that would have to be enlarged more than ``MAX_ENLARGEMENT`` times (a 1x1 "image" would
+    otherwise become a flat 112x96 input and be scored as a face)."""
     if tuple(size) == tuple(target):
         return "same"
+    enlargement = max(target[0] / size[0], target[1] / size[1]) if min(size) > 0 else float("inf")
+    if enlargement > MAX_ENLARGEMENT:
+        raise ValueError(f"crops of {size[0]}x{size[1]} are too small for a network taking {target[0]}x{target[1]} "
+                         f"(they would be enlarged {enlargement:.1f} times; at most {MAX_ENLARGEMENT:g}): not face crops, "
+                         "or crops of another resolution")
     if template_crop(size, target) is not None:
         return "crop"
     if abs(size[0] / size[1] - target[0] / target[1]) <= 0.1 * target[0] / target[1]:
