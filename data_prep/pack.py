@@ -8,6 +8,7 @@ left with fewer than ``min_images`` images. Everything left out is counted in ``
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -159,8 +160,8 @@ def pack_recordio(rec_dir: str | Path, out: str | Path, config: PackConfig | Non
     order, ``labels.npy`` equal to the records' labels (made contiguous ``0..C-1``; ``meta.json``
     keeps each class's original label value). ``--size`` resizes; ``--min-images`` and
     ``--exclude-identities`` (by original label value) filter as for trees."""
-    from faceverify.data.packed import write_packed_from
-    from faceverify.data.recordio import RecordIOFolder
+    from faceverify.data.packed import SkipImage, write_packed_from
+    from faceverify.data.recordio import RecordIOError, RecordIOFolder
 
     config = config or PackConfig()
     folder = RecordIOFolder(rec_dir, progress=progress, cache_dir=cache_dir)
@@ -181,6 +182,16 @@ def pack_recordio(rec_dir: str | Path, out: str | Path, config: PackConfig | Non
         "left_out_images": {"excluded_or_below_min_images": int(len(folder) - indices.size)},
     }
     names = [f"record {int(folder.image_keys[i])}" for i in indices]
-    write_packed_from(out, int(indices.size), lambda j: folder.image(int(indices[j])), labels.tolist(), identities,
-                      names, parse_size(config.size), meta, config.workers, progress)
-    return meta | {"n_images": int(indices.size), "n_identities": len(identities)}
+
+    def load(j: int) -> np.ndarray:
+        # an unreadable record (or one of another size, without --size) is left out and listed
+        i = int(indices[j])
+        try:
+            return folder.image(i) if config.size else folder.checked_image(i)
+        except RecordIOError as err:
+            raise SkipImage(folder.skip_note(i, str(err))) from None
+
+    write_packed_from(out, int(indices.size), load, labels.tolist(), identities, names, parse_size(config.size),
+                      meta, config.workers, progress)
+    written = json.loads((Path(out) / "meta.json").read_text(encoding="utf-8"))
+    return written | {"n_images": int(written["n_images"]), "n_identities": int(written["n_identities"])}

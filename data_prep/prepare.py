@@ -49,7 +49,6 @@ from typing import Iterator, Literal
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from data_prep.align import Template, alignment_residual, get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
@@ -57,6 +56,7 @@ from faceverify.config import ConfigError, changed_keys, check_device, check_ran
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.io import atomic_write, check_writable_dir, folder_overlap, move_aside, write_bytes, write_json
+from faceverify.progress import progress_bar
 
 STATUSES = ("ok", "fallback", "no_face", "unreadable")
 LANDMARK_COLUMNS = [f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")]
@@ -434,8 +434,8 @@ def align_tree(
                 config.device, config.thresholds, config.min_face_size, config.max_side
             )
         total = sum(len(b) for b in pending)
-        with ThreadPoolExecutor(max(config.workers, 1)) as pool, tqdm(
-            total=total, desc="align", unit="img", disable=not progress, smoothing=0.1
+        with ThreadPoolExecutor(max(config.workers, 1)) as pool, progress_bar(
+            total=total, desc="align", unit="img", enabled=progress
         ) as bar:
             decoded: dict[int, list[Future]] = {}
 

@@ -53,7 +53,7 @@ def rate(dataset, n: int, workers: int, batch: int = 256, gpu: bool = False) -> 
                             num_workers=workers, persistent_workers=False)
         start = time.perf_counter()
         seen = 0
-        for images, _ in loader:
+        for images, *_ in loader:
             if gpu:
                 images = decode_batch_on_gpu(images, torch.device("cuda"))
                 torch.cuda.synchronize()

@@ -86,7 +86,7 @@ def loader_throughput(aligned: Path, args: argparse.Namespace, work: Path) -> di
         sampler = ShuffledBatchSampler(n, batch, seed=0)
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers)
         start = time.perf_counter()
-        seen = sum(images.shape[0] for images, _ in loader)
+        seen = sum(batch[0].shape[0] for batch in loader)
         return seen / (time.perf_counter() - start)
 
     def files_pass(workers: int) -> float:

@@ -97,7 +97,7 @@ def bare_rate(pack: Path, setting: dict, batch: int, device: str, steps: int, wa
     head, center = objective.losses["softmax"], objective.losses["center"]
     step, start = 0, 0.0
     while step < warmup + steps:
-        for images, labels in loader:
+        for images, labels, _ in loader:
             x = to_network_input(images.to(dev), dev, channels_last=setting["channels_last"])
             flip = torch.rand(x.shape[0], device=dev) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)

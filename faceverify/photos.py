@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.io import atomic_write, check_not_an_input, write_json
 from faceverify.model import FaceModel
+from faceverify.progress import progress_bar
 
 
 RESULT_COLUMNS = ("similarity", "threshold", "same", "status")  # what verify --pairs adds to every row
@@ -119,7 +119,7 @@ def embed_photos(model: FaceModel, src: str | Path, out: str | Path, chunk: int 
     write_json(partial / "meta.json", meta)
     chunks = list(range(0, len(rels), chunk))
     done_before = 0
-    with tqdm(total=len(rels), desc="embed", unit="photo", disable=not progress) as bar:
+    with progress_bar(total=len(rels), desc="embed", unit="photo", enabled=progress) as bar:
         for index, start in enumerate(chunks):
             part = partial / f"chunk-{index:06d}.npz"
             names = rels[start : start + chunk]
@@ -185,7 +185,7 @@ def verify_pairs(model: FaceModel, pairs_csv: str | Path, out_csv: str | Path, t
     kept = kept_column_names(columns)
     features: dict[str, np.ndarray] = {}
     status: dict[str, str] = {}
-    with tqdm(total=len(photos), desc="verify", unit="photo", disable=not progress) as bar:
+    with progress_bar(total=len(photos), desc="verify", unit="photo", enabled=progress) as bar:
         for start in range(0, len(photos), chunk):
             names = photos[start : start + chunk]
             crops, states = _crops(model, root, names)

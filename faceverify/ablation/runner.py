@@ -163,7 +163,10 @@ def evaluate_source_cell(spec: AblationSpec, cell: Cell, checkpoint: Path, proto
         source = open_training_data(spec.train_source, progress=False)
         held = holdout_identities(source.labels, spec.tuning.holdout_fraction, spec.tuning.seed)
         rows = np.flatnonzero(np.isin(source.labels, held))
-        images, _ = source.__getitems__(rows)
+        images, _, skipped = source.__getitems__(rows)
+        if skipped:
+            raise ValueError(f"{spec.train_source}: {len(skipped)} held-out validation record(s) do not decode "
+                             f"(first: record {skipped[0]['record']}, {skipped[0]['reason']}); run faceverify rec check")
         with torch.no_grad():
             plain, flipped = embed_arrays(model, np.asarray(images), image_size=size, with_flip=spec.eval_flip != "none",
                                           device=device, progress=False)

@@ -23,10 +23,10 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from faceverify.data.images import read_rgb
 from faceverify.io import atomic_write
+from faceverify.progress import progress_bar
 
 # Mean HOG detection box on LFW deep-funneled 250x250 images, as fractions of width/height
 # (left, top, right, bottom); the mean of dlib's HOG boxes on the first image of 40 LFW people.
@@ -171,7 +171,7 @@ def embed_lfw_with_dlib(
     todo = [p for p in relpaths if p not in cache or not cache[p][2]]
     embedder = DlibEmbedder() if todo else None
     started = time.perf_counter()
-    for count, rel in enumerate(tqdm(todo, desc="dlib", unit="img", disable=not progress), start=1):
+    for count, rel in enumerate(progress_bar(todo, desc="dlib", unit="img", enabled=progress), start=1):
         cache[rel] = embedder.embed(read_rgb(lfw_root / rel))
         if count % save_every == 0:
             _save_cache(cache_path, cache)

@@ -66,8 +66,10 @@ def run_pack(args: argparse.Namespace) -> int:
             raise UsageError("usage: faceverify pack --from-rec REC_DIR OUT")
         out = args.inputs[0]
         meta = pack_recordio(args.from_rec, out, config, cache_dir=out.parent / ".recordio-cache")
+        skipped = meta.get("skipped_records", [])
         print(f"packed {meta['n_images']} images of {meta['n_identities']} identities from {args.from_rec} "
-              f"({meta['recordio_layout']} layout) into {out}")
+              f"({meta['recordio_layout']} layout) into {out}"
+              + (f"; skipped {len(skipped)} undecodable record(s), listed in {out / 'meta.json'}" if skipped else ""))
         return 0
     if len(args.inputs) != 2:
         raise UsageError("usage: faceverify pack ALIGNED_DIR OUT (or --from-rec REC_DIR OUT)")

@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from faceverify.data.images import read_rgb
+from faceverify.progress import progress_bar
 
 FORMAT = "faceverify-packed-v1"
 
@@ -55,6 +55,15 @@ def write_packed(
                              image_size, meta, workers, progress)
 
 
+class SkipImage(Exception):
+    """Raised by a ``load_image`` of :func:`write_packed_from` for an image to leave out; ``note``
+    (a dict: index, label, reason, ...) is recorded in ``meta.json`` under ``skipped_records``."""
+
+    def __init__(self, note: dict):
+        super().__init__(note.get("reason", ""))
+        self.note = note
+
+
 def write_packed_from(
     out: str | Path,
     count: int,
@@ -69,6 +78,8 @@ def write_packed_from(
 ) -> Path:
     """Pack ``count`` images given by ``load_image(i) -> uint8 [H, W, 3]`` (files, RecordIO records)
     into ``out``; resized to ``image_size`` if given, else all must share the first one's size.
+    An image whose ``load_image`` raises :class:`SkipImage` is left out and listed in ``meta.json``
+    (``skipped_records``; identities left with no image are dropped and the labels renumbered).
     Written under ``out.partial`` and renamed when complete; removed on any failure."""
     out = Path(out)
     if out.exists():
@@ -77,17 +88,32 @@ def write_packed_from(
         raise ValueError("nothing to pack: no images left after filtering")
     if count != len(labels) or count != len(names):
         raise ValueError(f"{count} images but {len(labels)} labels and {len(names)} names")
-    # without a target size the first image sets it (and every other image must match)
-    height, width = image_size if image_size is not None else load_image(0).shape[:2]
+    if image_size is not None:
+        height, width = image_size
+    else:  # without a target size the first image that loads sets it (and every other must match)
+        height = width = 0
+        for first in range(count):
+            try:
+                height, width = load_image(first).shape[:2]
+                break
+            except SkipImage:
+                continue
+        if not height:
+            raise ValueError(f"nothing to pack: none of the {count} images could be read")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)  # left by a killed run
     tmp.mkdir(parents=True)
+    skipped: dict[int, dict] = {}
     try:
         images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(count, height, width, 3))
 
         def load(i: int) -> None:
-            image = load_image(i)
+            try:
+                image = load_image(i)
+            except SkipImage as skip:
+                skipped[i] = skip.note
+                return
             if image.shape[:2] != (height, width):
                 if image_size is None:
                     raise ValueError(
@@ -99,9 +125,30 @@ def write_packed_from(
             images[i] = image
 
         with ThreadPoolExecutor(max(workers, 1)) as pool:
-            list(tqdm(pool.map(load, range(count)), total=count, desc="pack", unit="img", disable=not progress))
+            list(progress_bar(pool.map(load, range(count)), total=count, desc="pack", unit="img", enabled=progress))
+        labels_kept, names_kept, identities_kept = list(labels), list(names), list(identities)
+        kept = count
+        if skipped:
+            keep = np.array([i for i in range(count) if i not in skipped], dtype=np.int64)
+            if keep.size == 0:
+                raise ValueError(f"nothing to pack: none of the {count} images could be read "
+                                 f"(first: {next(iter(skipped.values())).get('reason', '')})")
+            for row, i in enumerate(keep.tolist()):  # compact in place: rows only move towards the start
+                if row != i:
+                    images[row] = images[i]
+            kept = int(keep.size)
+            classes, renumbered = np.unique(np.asarray(labels, dtype=np.int64)[keep], return_inverse=True)
+            labels_kept = renumbered.tolist()
+            names_kept = [names[i] for i in keep.tolist()]
+            identities_kept = [identities[c] for c in classes.tolist()]
         images.flush()
-        return _finish(tmp, out, (count, int(height), int(width), 3), labels, identities, names, meta)
+        images = None  # unmap before the file is cut to the rows kept
+        os.truncate(tmp / "images.u8", kept * height * width * 3)
+        extra = dict(meta or {})
+        extra["skipped_records"] = [skipped[i] for i in sorted(skipped)]
+        if skipped:
+            extra["left_out_images"] = {**extra.get("left_out_images", {}), "undecodable": len(skipped)}
+        return _finish(tmp, out, (kept, int(height), int(width), 3), labels_kept, identities_kept, names_kept, extra)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
         raise
@@ -213,12 +260,14 @@ class PackedFaces(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(np.array(self.images[index])), int(self.labels[index])
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+        """``(uint8 [B, H, W, 3], labels [B], [])``: the batch shape of every training source (a
+        packed folder has nothing to skip: its pixels were decoded when it was packed)."""
         idx = np.asarray(indices, dtype=np.int64)
         order = np.argsort(idx, kind="stable")
         batch = np.empty((idx.size, *self.shape[1:]), dtype=np.uint8)
         batch[order] = self.images[idx[order]]  # sorted reads are sequential on disk
-        return torch.from_numpy(batch), torch.from_numpy(self.labels[idx])
+        return torch.from_numpy(batch), torch.from_numpy(self.labels[idx]), []
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

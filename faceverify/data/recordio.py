@@ -30,6 +30,7 @@ or truncated record is a :class:`RecordIOError` naming the file, the record and 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -40,9 +41,8 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
-
 from faceverify.io import atomic_write, write_text
+from faceverify.progress import progress_bar
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -116,8 +116,8 @@ def scan_offsets(path: Path, progress: bool = True) -> list[int]:
     """Byte offset of every record, found by walking the file's headers (no payload is read)."""
     offsets: list[int] = []
     size = path.stat().st_size
-    with open(path, "rb") as handle, tqdm(total=size, unit="B", unit_scale=True, desc=f"index {path.name}",
-                                          disable=not progress) as bar:
+    with open(path, "rb") as handle, progress_bar(total=size, unit="B", unit_scale=True,
+                                                  desc=f"index {path.name}", enabled=progress) as bar:
         position = 0
         in_record = False
         while position < size:
@@ -142,17 +142,28 @@ def scan_offsets(path: Path, progress: bool = True) -> list[int]:
     return offsets
 
 
-def read_index(path: Path) -> dict[int, int]:
-    """``key -> offset`` from a ``.idx`` file (``key<TAB>offset`` lines)."""
-    index: dict[int, int] = {}
-    with open(path, encoding="utf-8") as handle:
+def read_index_lines(path: Path) -> Iterator[tuple[int, int, int]]:
+    """``(line number, key, offset)`` of every ``key<TAB>offset`` line of a ``.idx`` file."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             fields = line.split()
             if len(fields) != 2 or not all(f.isdigit() for f in fields):
                 raise RecordIOError(f"{path} line {lineno}: expected 'key<TAB>offset', got {line.strip()!r}")
-            index[int(fields[0])] = int(fields[1])
+            yield lineno, int(fields[0]), int(fields[1])
+
+
+def read_index(path: Path) -> dict[int, int]:
+    """``key -> offset`` from a ``.idx`` file; a key given twice is refused (naming both lines):
+    the legacy layout would read another record's image under a label, the builder drop one."""
+    index: dict[int, int] = {}
+    lines: dict[int, int] = {}
+    for lineno, key, offset in read_index_lines(path):
+        if key in index:
+            raise RecordIOError(f"{path} line {lineno}: key {key} again (first on line {lines[key]}); an index "
+                                "names each record once (a corrupt or concatenated train.idx; delete it to rebuild)")
+        index[key], lines[key] = offset, lineno
     if not index:
         raise RecordIOError(f"{path}: empty index")
     return index
@@ -237,6 +248,7 @@ class RecordIOFolder:
         digest = hashlib.sha256(f"{self.rec.resolve()}|{self._stamp}".encode()).hexdigest()[:16]
         self.cache = Path(cache_dir) / digest if cache_dir else _cache_dir() / digest
         self.offsets = self._load_index(rebuild_index, progress)
+        self._check_offsets(stat.st_size)
         self._fd: int | None = None
         self._pid = -1
         self.property = self._read_property()
@@ -258,8 +270,52 @@ class RecordIOFolder:
             raise RecordIOError(f"{self.rec}: the index lacks record {missing[0]} that the {self.layout} "
                                 "layout needs (a stale or partial train.idx; delete it to rebuild)")
         self.labels, self.label_values = self._load_labels(progress)
+        self.decoded_size = self._first_image_size()
+        self._check_property()
 
     # -- setup
+    def _check_offsets(self, size: int) -> None:
+        """Every indexed record starts inside train.rec (an index of another file, or a truncated one)."""
+        if size == 0:
+            raise RecordIOError(f"{self.rec} is empty (0 bytes)")
+        key, offset = max(self.offsets.items(), key=lambda item: item[1])
+        if offset + 8 > size:
+            raise RecordIOError(f"{self.rec}: the index puts record {key} at byte {offset}, past the end of the "
+                                f"{size}-byte file (an index of another file, or a truncated train.rec)")
+
+    def _first_image_size(self) -> tuple[int, int]:
+        """The size of the first image record that decodes (of the first 16; a pack whose first 16
+        all fail is not one to train on)."""
+        errors = []
+        for i in range(min(len(self), 16)):
+            try:
+                shape = self.image(i).shape
+                return int(shape[0]), int(shape[1])
+            except RecordIOError as err:
+                errors.append(str(err))
+        if not errors:
+            raise RecordIOError(f"{self.rec}: no image records")
+        raise RecordIOError(f"none of the first {len(errors)} image records decodes ({errors[0]}); run "
+                            f"faceverify rec check {self.root}")
+
+    def _check_property(self) -> None:
+        """``property`` (classes,height,width) must agree with the records: the class count with the
+        labels, the size with the first image that decodes."""
+        if self.property is None:
+            return
+        classes, height, width = self.property
+        path = self.root / "property"
+        expected = {self.num_classes}
+        if self.layout == "builder" and self.label_values.size:
+            expected.add(int(self.label_values.max()) + 1)  # labels 0..C-1 with some classes empty
+        if classes not in expected:
+            raise RecordIOError(f"{path} says {classes} classes, the records hold {self.num_classes} identities "
+                                f"({self.layout} layout); fix or delete the property file")
+        if self.decoded_size != (height, width):
+            raise RecordIOError(f"{path} says {height}x{width} (HxW) crops, the records hold "
+                                f"{self.decoded_size[0]}x{self.decoded_size[1]} images; fix or delete the property file")
+
+    # -- setup (index)
     def _load_index(self, rebuild: bool, progress: bool) -> dict[int, int]:
         for candidate in (self.root / "train.idx", self.cache / "train.idx"):
             if candidate.is_file():
@@ -285,24 +341,42 @@ class RecordIOFolder:
 
     def _load_labels(self, progress: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(labels 0..C-1 per image, the original label value of each class)``, cached."""
-        cache = self.cache / f"train.labels-{self._stamp}.npz"
+        cache = self.cache / f"train.labels-v2-{self._stamp}.npz"  # v2: labels validated when read
         if cache.is_file():
             with np.load(cache) as data:
                 return data["labels"], data["values"]
         raw = np.empty(self.image_keys.size, dtype=np.float64)
         if self.layout == "legacy":
             raw.fill(np.nan)
-            for key in tqdm(self.identity_keys.tolist(), desc="identities", disable=not progress):
-                start, end = (int(v) for v in np.asarray(self.header(key).label).reshape(-1)[:2])
-                label = key - int(self.identity_keys[0])
-                raw[start - 1 : end - 1] = label
+            n = int(self.image_keys.size)
+            owner = np.full(n, -1, dtype=np.int64)  # identity record that claimed each image
+            for key in progress_bar(self.identity_keys.tolist(), desc="identities", enabled=progress):
+                label_values = np.asarray(self.header(key).label).reshape(-1)
+                if label_values.size < 2 or not np.isfinite(label_values[:2]).all():
+                    raise RecordIOError(f"{self.rec}: identity record {key} holds no [start, end) image range "
+                                        f"(label {label_values.tolist()})")
+                start, end = (int(v) for v in label_values[:2])
+                if not 1 <= start <= end <= n + 1:
+                    raise RecordIOError(f"{self.rec}: identity record {key} claims images [{start}, {end}), outside "
+                                        f"the pack's images 1..{n}")
+                claimed = owner[start - 1 : end - 1]
+                if (claimed >= 0).any():
+                    image = start + int(np.flatnonzero(claimed >= 0)[0])
+                    raise RecordIOError(f"{self.rec}: identity records {int(claimed[claimed >= 0][0])} and {key} both "
+                                        f"claim image record {image} (overlapping identity ranges)")
+                owner[start - 1 : end - 1] = key
+                raw[start - 1 : end - 1] = key - int(self.identity_keys[0])
             if np.isnan(raw).any():
                 first = int(np.flatnonzero(np.isnan(raw))[0]) + 1
                 raise RecordIOError(f"{self.rec}: image record {first} belongs to no identity range")
         else:
-            for i, key in enumerate(tqdm(self.image_keys.tolist(), desc="labels", disable=not progress)):
+            for i, key in enumerate(progress_bar(self.image_keys.tolist(), desc="labels", enabled=progress)):
                 label = self.header(key).label
-                raw[i] = float(label if np.ndim(label) == 0 else np.asarray(label).reshape(-1)[0])
+                value = float(label if np.ndim(label) == 0 else np.asarray(label).reshape(-1)[0])
+                if not math.isfinite(value) or value != round(value) or value < 0:
+                    raise RecordIOError(f"{self.rec}: record {key} has label {value!r}; identity labels are "
+                                        "whole numbers >= 0")
+                raw[i] = value
         values, labels = np.unique(raw, return_inverse=True)
         try:
             with atomic_write(cache, "wb") as handle:
@@ -346,9 +420,23 @@ class RecordIOFolder:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        if self.property is not None:
-            return self.property[1], self.property[2]
-        return tuple(self.image(0).shape[:2])  # type: ignore[return-value]
+        """``(height, width)`` of the crops (``property`` agrees with the records: checked when opened)."""
+        return self.decoded_size
+
+    def skip_note(self, i: int, reason: str) -> dict:
+        """What a skipped image record is: its index among the images, record key, label, why."""
+        key = int(self.image_keys[i])
+        prefix = f"{self.rec}: record {key}: "
+        return {"index": int(i), "record": key, "label": float(self.label_values[self.labels[i]]),
+                "reason": reason[len(prefix):] if reason.startswith(prefix) else reason}
+
+    def checked_image(self, i: int) -> np.ndarray:
+        """The ``i``-th image, refused (RecordIOError) unless it decodes to the pack's crop size."""
+        image = self.image(i)
+        if image.shape[:2] != self.decoded_size:
+            raise RecordIOError(f"{self.rec}: record {int(self.image_keys[i])}: a {image.shape[0]}x{image.shape[1]} "
+                                f"image, the pack's crops are {self.decoded_size[0]}x{self.decoded_size[1]}")
+        return image
 
     def fingerprint(self) -> str:
         """What the data is: size and time of train.rec, layout, images and identities."""
@@ -369,11 +457,39 @@ class RecordIOFolder:
             os.close(self._fd)
 
 
+class EncodedBatch(list):
+    """A batch's encoded images (``bytes`` each) with their image ``indices`` and record ``keys``,
+    so that a payload the GPU cannot decode can be named and skipped."""
+
+    indices: list[int]
+    keys: list[int]
+
+
+def fill_skipped(images: list, labels: np.ndarray, failed: Sequence[int]) -> tuple[list, np.ndarray]:
+    """Each failed position of a batch takes a good image of the same batch (of the same label when
+    there is one, else the first good one with its label), so the batch keeps its size: shapes stay
+    static (compile, DDP, gathered heads) and the substitution is a function of the batch alone,
+    which keeps a resumed run identical. Raises RecordIOError when no image of the batch is good."""
+    bad = set(failed)
+    good = [i for i in range(len(images)) if i not in bad]
+    if not good:
+        raise RecordIOError(f"no image of a batch of {len(images)} decodes; run faceverify rec check on the data")
+    labels = np.array(labels, copy=True)
+    for position in failed:
+        same = [g for g in good if labels[g] == labels[position]]
+        source = same[0] if same else good[0]
+        images[position], labels[position] = images[source], labels[source]
+    return images, labels
+
+
 class RecordFaces(Dataset):
     """A RecordIO folder as a training dataset of ``(uint8 [H, W, 3] tensor, label)``.
 
     ``__getitems__`` decodes a whole batch (what the DataLoader calls with a batch sampler), in
-    the worker processes when ``data.workers > 0``; each worker opens its own file handle.
+    the worker processes when ``data.workers > 0``; each worker opens its own file handle. A
+    record that cannot be read or decoded to the pack's crop size is skipped: its place in the
+    batch goes to another image of the batch (:func:`fill_skipped`) and the third element of the
+    batch names it (:meth:`RecordIOFolder.skip_note`), for the trainer to count and report.
     """
 
     def __init__(self, root: str | Path, progress: bool = True, cache_dir: str | Path | None = None,
@@ -401,20 +517,33 @@ class RecordFaces(Dataset):
     def describe(self) -> str:
         return self.folder.describe()
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.folder.image(index)), int(self.labels[index])
+    def skip_note(self, index: int, reason: str) -> dict:
+        return self.folder.skip_note(index, reason)
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor | list[bytes], torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.folder.checked_image(index)), int(self.labels[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor | EncodedBatch, torch.Tensor, list[dict]]:
+        """``(uint8 [B, H, W, 3] or EncodedBatch, labels [B], skipped records)``."""
         idx = np.asarray(indices, dtype=np.int64)
+        items: list = []
+        failed: list[int] = []
+        skipped: list[dict] = []
+        for position, i in enumerate(idx.tolist()):
+            try:
+                items.append(self.folder.image_bytes(i) if self.encoded else self.folder.checked_image(i))
+            except RecordIOError as err:
+                items.append(None)
+                failed.append(position)
+                skipped.append(self.folder.skip_note(i, str(err)))
+        labels = self.labels[idx]
+        if failed:
+            items, labels = fill_skipped(items, labels, failed)
         if self.encoded:
-            return [self.folder.image_bytes(int(i)) for i in idx], torch.from_numpy(self.labels[idx])
-        images = [self.folder.image(int(i)) for i in idx]
-        first = images[0].shape
-        for i, image in zip(idx, images):
-            if image.shape != first:
-                raise RecordIOError(f"{self.folder.rec}: image {int(i)} is {image.shape[1]}x{image.shape[0]}, "
-                                    f"the batch's first is {first[1]}x{first[0]}; crops must share one size")
-        return torch.from_numpy(np.stack(images)), torch.from_numpy(self.labels[idx])
+            batch = EncodedBatch(items)
+            batch.indices, batch.keys = idx.tolist(), self.folder.image_keys[idx].tolist()
+            return batch, torch.from_numpy(labels), skipped
+        return torch.from_numpy(np.stack(items)), torch.from_numpy(labels), skipped
 
 
 def decode_batch_on_gpu(payloads: Sequence[bytes], device: torch.device | str) -> torch.Tensor:
@@ -429,6 +558,34 @@ def decode_batch_on_gpu(payloads: Sequence[bytes], device: torch.device | str) -
         tensors = [torch.frombuffer(bytearray(p), dtype=torch.uint8) for p in payloads]
         decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
     return torch.stack(decoded).permute(0, 2, 3, 1).contiguous()
+
+
+def decode_batch_skipping(payloads: Sequence[bytes], labels: torch.Tensor, device: torch.device | str,
+                          size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+    """:func:`decode_batch_on_gpu`, but a payload that does not decode (or not to ``size``) is
+    skipped: ``(uint8 [B, H, W, 3], labels [B], [(position, reason), ...])``, the failed positions
+    filled by :func:`fill_skipped`. The batch is decoded in one call; only when that fails is each
+    payload decoded alone to find the bad ones."""
+    try:
+        decoded = decode_batch_on_gpu(payloads, device)
+        if tuple(decoded.shape[1:3]) == tuple(size):
+            return decoded, labels, []
+    except RuntimeError:
+        pass
+    images: list = []
+    failed: list[tuple[int, str]] = []
+    for position, payload in enumerate(payloads):
+        try:
+            image = decode_batch_on_gpu([payload], device)[0]
+            if tuple(image.shape[:2]) != tuple(size):
+                raise RuntimeError(f"a {image.shape[0]}x{image.shape[1]} image, the pack's crops are {size[0]}x{size[1]}")
+            images.append(image)
+        except RuntimeError as err:
+            images.append(None)
+            failed.append((position, f"the payload is not a decodable image ({len(payload)} bytes): "
+                                     f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"))
+    images, filled = fill_skipped(images, labels.cpu().numpy(), [p for p, _ in failed])
+    return torch.stack(images), torch.from_numpy(filled), failed
 
 
 # ----------------------------------------------------------------------------- writing
@@ -457,7 +614,7 @@ def write_recordio(out: str | Path, images: Iterable[np.ndarray | bytes], labels
 
         if layout == "legacy":
             put(pack_ir([n + 1, n + 1 + classes], b""))
-        for i, image in enumerate(tqdm(images, total=n, desc="rec", unit="img", disable=not progress)):
+        for i, image in enumerate(progress_bar(images, total=n, desc="rec", unit="img", enabled=progress)):
             if i >= n:
                 raise ValueError(f"more images than the {n} labels")
             if isinstance(image, np.ndarray):

@@ -1,6 +1,8 @@
 """Training data from wherever it is: a packed folder (``faceverify pack``) or a RecordIO folder.
 
-Both datasets serve whole batches through ``__getitems__`` as ``(uint8 [B, H, W, 3], labels [B])``
+Both datasets serve whole batches through ``__getitems__`` as ``(uint8 [B, H, W, 3], labels [B],
+skipped)``, ``skipped`` naming the records a RecordIO batch could not decode (always empty for a
+packed folder)
 and expose ``labels``, ``num_classes``, ``image_size``, ``fingerprint`` and ``describe()``, which
 is all the trainer and the samplers use.
 """
@@ -74,9 +76,16 @@ class SubsetFaces:
     def describe(self) -> str:
         return f"{len(self)} images of {self.num_classes} identities ({self.note}; of {self.dataset.describe()})"
 
+    def skip_note(self, index: int, reason: str) -> dict:
+        return self.dataset.skip_note(index, reason)
+
     def __getitems__(self, indices):
-        images, _ = self.dataset.__getitems__(self.rows[np.asarray(indices, dtype=np.int64)])
-        return images, torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+        """``(images, labels renumbered, skipped)``: a skipped record's place holds another image of
+        the batch (see :func:`~faceverify.data.recordio.fill_skipped`), whose label is mapped here."""
+        idx = np.asarray(indices, dtype=np.int64)
+        images, labels, skipped = self.dataset.__getitems__(self.rows[idx])
+        renumbered = np.searchsorted(self.classes, np.asarray(labels))
+        return images, torch.from_numpy(renumbered.astype(np.int64)), skipped
 
 
 def holdout_subset(dataset, fraction: float, seed: int):

@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from faceverify.data.images import read_rgb
 from faceverify.data.transforms import fit_array, horizontal_flip, to_network_input
+from faceverify.progress import progress_bar
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -61,7 +61,7 @@ def embed_images(
     )
     plain: list[np.ndarray] = []
     flipped: list[np.ndarray] = []
-    for images in tqdm(loader, desc="embed", unit="batch", disable=not progress, leave=False):
+    for images in progress_bar(loader, desc="embed", unit="batch", enabled=progress, leave=False):
         batch = to_network_input(images, device)
         plain.append(embed(batch).float().cpu().numpy())
         if with_flip:
@@ -87,8 +87,8 @@ def embed_arrays(
     as the tree does -> ``(features [N, D], features of the mirrored images or None)``."""
     plain: list[np.ndarray] = []
     flipped: list[np.ndarray] = []
-    for start in tqdm(range(0, len(images), batch_size), desc="embed", unit="batch", disable=not progress,
-                      leave=False):
+    for start in progress_bar(range(0, len(images), batch_size), desc="embed", unit="batch",
+                              enabled=progress, leave=False):
         chunk = images[start : start + batch_size]
         if image_size is not None:
             chunk = np.stack([fit_array(image, tuple(image_size)) for image in chunk])

@@ -85,3 +85,12 @@ def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def all_gather_objects(obj: object, info: DistInfo) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (picklable objects; ``[obj]`` in one process)."""
+    if not info.distributed:
+        return [obj]
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -1,4 +1,4 @@
-"""Training logs: JSON lines (``metrics.jsonl``), TensorBoard scalars and a progress bar.
+"""Training logs: JSON lines (``metrics.jsonl``), TensorBoard scalars and a progress report.
 
 Only the main process writes; the others get a logger that does nothing.
 """
@@ -10,9 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from faceverify.io import write_text
+from faceverify.progress import progress_bar as make_progress
 
 
 class MetricsLogger:
@@ -69,6 +68,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
-    return tqdm(total=total, initial=initial, desc="train", unit="it", disable=not enabled, smoothing=0.05,
-                dynamic_ncols=True)
+def progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    """The training loop's report: a bar on a terminal, plain lines (with the loss terms) in a log."""
+    return make_progress(total=total, initial=initial, desc="train", unit="it", enabled=enabled)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from torch.utils.data import DataLoader
 from faceverify.config import changed_keys, save_config, to_dict
 from faceverify.data.lfw import read_pairs
 from faceverify.data.packed import PackedFaces, collate_batch
-from faceverify.data.recordio import RecordFaces, decode_batch_on_gpu
+from faceverify.data.recordio import RecordFaces, RecordIOError, decode_batch_skipping
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
 from faceverify.data.sources import holdout_subset, open_training_data
 from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, to_network_input
@@ -59,6 +60,10 @@ from faceverify.training.checkpoint import load_checkpoint, save_checkpoint
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig, upgrade_saved_config
 from faceverify.training.logging import MetricsLogger, progress_bar
 from faceverify.training.seed import rng_state, seed_everything, set_rng_state
+
+# a run stops when more than this share of its images (and more than MIN_SKIPPED_LIMIT) cannot be decoded
+MAX_SKIPPED_FRACTION = 0.01
+MIN_SKIPPED_LIMIT = 100
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -207,6 +212,8 @@ class Trainer:
             persistent_workers=config.data.workers > 0,
         )
         self.last_output: ObjectiveOutput | None = None
+        self.skipped_records: dict[int, dict] = {}  # dataset index -> what note_skipped recorded
+        self._skipped_for_save: list[dict] = []
         self._fit_started: float | None = None
         self._last_saved_step: int | None = None
         self._window: list[torch.Tensor] = []  # per-step loss values since the last check, on the device
@@ -245,6 +252,38 @@ class Trainer:
         self.objective.generator.set_state(state["objective_generator"])
         self.state = TrainState(**state["train_state"])
         self._last_saved_step = self.state.step
+        if self.info.is_main:  # merged over ranks when saved; kept once, by the main process
+            self.skipped_records = {int(e["index"]): dict(e) for e in state.get("skipped_records", [])}
+
+    def note_skipped(self, notes: list[dict]) -> None:
+        """Count records the data could not serve (undecodable RecordIO payloads, :class:`RecordFaces`):
+        each distinct record once in ``skipped_records`` (checkpoint and ``summary.json``), said once
+        on stderr; more than :data:`MAX_SKIPPED_FRACTION` of the data stops the run."""
+        for note in notes:
+            entry = self.skipped_records.get(note["index"])
+            if entry is not None:
+                entry["times"] += 1
+                continue
+            self.skipped_records[note["index"]] = {**note, "first_step": self.state.step + 1, "times": 1}
+            print(f"faceverify train: skipped record {note['record']} (label {note['label']:g}): {note['reason']}; "
+                  "training goes on (listed in summary.json)", file=sys.stderr, flush=True)
+        limit = max(MIN_SKIPPED_LIMIT, MAX_SKIPPED_FRACTION * len(self.dataset))
+        if len(self.skipped_records) > limit:
+            raise RecordIOError(f"{len(self.skipped_records)} records of {self.config.data.source} could not be "
+                                f"decoded, more than {limit:g}: the data is damaged; run faceverify rec check "
+                                f"{self.config.data.source}")
+
+    def all_skipped_records(self) -> list[dict]:
+        """Every rank's skipped records, merged by index (a collective: every rank calls it)."""
+        merged: dict[int, dict] = {}
+        for records in distributed.all_gather_objects(self.skipped_records, self.info):
+            for index, entry in records.items():
+                if index in merged:
+                    merged[index] = {**merged[index], "times": merged[index]["times"] + entry["times"],
+                                     "first_step": min(merged[index]["first_step"], entry["first_step"])}
+                else:
+                    merged[index] = dict(entry)
+        return [merged[i] for i in sorted(merged)]
 
     def checkpoint_state(self) -> dict:
         if self._fit_started is not None:
@@ -266,6 +305,7 @@ class Trainer:
             "data_fingerprint": self.dataset.fingerprint,
             "data_description": self.dataset.describe(),
             "commit": git_commit(),
+            "skipped_records": self._skipped_for_save,
         }
 
     def save(self, name: str = "last.pt") -> Path | None:
@@ -274,6 +314,7 @@ class Trainer:
         self.check_finite()
         if name == "last.pt":
             self._last_saved_step = self.state.step
+        self._skipped_for_save = self.all_skipped_records()
         if not self.info.is_main:
             return None
         return save_checkpoint(self.checkpoint_state(), self.checkpoint_dir / name)
@@ -296,7 +337,9 @@ class Trainer:
         grad scaler, which must); the values are checked later by :meth:`check_finite`."""
         device = self.info.device
         if isinstance(images_u8, list):  # JPEG bytes from a RecordIO source with data.decode=gpu
-            images_u8 = decode_batch_on_gpu(images_u8, device)
+            payloads = images_u8
+            images_u8, labels, failed = decode_batch_skipping(payloads, labels, device, self.data_size)
+            self.note_skipped([self.dataset.skip_note(payloads.indices[p], reason) for p, reason in failed])
         else:
             images_u8 = images_u8.to(device, non_blocking=True)
         if self.input_size != self.data_size:
@@ -394,7 +437,9 @@ class Trainer:
             while self.state.step < config.optim.max_iters and not stopped:
                 self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
                 window_start, window_images = time.perf_counter(), 0
-                for images, labels in self.loader:
+                for images, labels, *notes in self.loader:
+                    if notes and notes[0]:
+                        self.note_skipped(notes[0])
                     self.last_output = self.train_step(images, labels)
                     self.state.step += 1
                     self.state.batch_in_epoch += 1
@@ -451,10 +496,11 @@ class Trainer:
             train_accuracy=train_accuracy,
             best_accuracy=self.state.best_accuracy if self.state.best_accuracy >= 0 else float("nan"),
         )
+        skipped = self._skipped_for_save  # merged over ranks by the last save
         if self.info.is_main:
             summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
             summary.update(world_size=self.info.world_size, backend=self.info.backend,
-                           device=str(self.info.device))
+                           device=str(self.info.device), skipped_count=len(skipped), skipped_records=skipped)
             write_json(self.out_dir / "summary.json", summary)
         return result
 

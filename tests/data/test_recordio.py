@@ -14,7 +14,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from faceverify.cli import main
-from faceverify.data.images import read_rgb
 from faceverify.data.packed import PackedFaces, collate_batch
 from faceverify.data.recordio import (
     MAGIC,
@@ -84,18 +83,6 @@ def test_irheader_scalar_and_vector_labels():
     assert header.flag == 2 and header.label.tolist() == [12.0, 19.0] and image == b"png"
     with pytest.raises(RecordIOError, match="too short"):
         unpack_ir(b"\x00" * 10, "x.rec", 5)
-
-
-@pytest.fixture(scope="module")
-def faces(faces_dir: Path) -> tuple[list[np.ndarray], list[int]]:
-    """AT&T photos of 4 people (3, 4, 2 and 3 images), padded to 112x112 squares."""
-    images, labels = [], []
-    for label, (subject, count) in enumerate((("s1", 3), ("s2", 4), ("s3", 2), ("s4", 3))):
-        for i in range(1, count + 1):
-            photo = read_rgb(faces_dir / "att_faces" / subject / f"{i}.pgm")  # 112x92
-            images.append(np.pad(photo, ((0, 0), (10, 10), (0, 0))))
-            labels.append(label)
-    return images, labels
 
 
 @pytest.mark.parametrize("layout", ["legacy", "builder"])
@@ -197,11 +184,11 @@ def test_loader_workers_serve_the_same_batches_and_gpu_decoding_matches(tmp_path
     for workers in (0, 2):
         loader = DataLoader(dataset, batch_sampler=ShuffledBatchSampler(12, 4, seed=3), collate_fn=collate_batch,
                             num_workers=workers)
-        batches.append([(x.clone(), y.clone()) for x, y in loader])
+        batches.append([(x.clone(), y.clone()) for x, y, _ in loader])
     for (x0, y0), (x1, y1) in zip(*batches):
         assert torch.equal(x0, x1) and torch.equal(y0, y1) and x0.shape == (4, 112, 112, 3)
     encoded = RecordFaces(tmp_path / "rec", progress=False, cache_dir=tmp_path / "cache", encoded=True)
-    payloads, _ = encoded.__getitems__([0, 7, 3])
+    payloads, _, _ = encoded.__getitems__([0, 7, 3])
     on_device = decode_batch_on_gpu(payloads, "cpu")  # the CUDA path, run on the CPU
     reference = torch.stack([dataset[i][0] for i in (0, 7, 3)])
     assert on_device.shape == reference.shape

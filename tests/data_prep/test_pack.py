@@ -44,7 +44,8 @@ def test_pack_selects_and_stores_exact_pixels(aligned_tree: Path, tmp_path: Path
     paths = (out / "paths.txt").read_text().splitlines()
     assert paths[7] == "s3/3.pgm"
     np.testing.assert_array_equal(image.numpy(), read_rgb(aligned_tree / paths[7]))
-    batch, labels = data.__getitems__([9, 0, 4, 9])
+    batch, labels, skipped = data.__getitems__([9, 0, 4, 9])
+    assert skipped == []
     assert batch.shape == (4, 112, 92, 3) and labels.tolist() == [1, 0, 0, 1]
     for row, index in enumerate([9, 0, 4, 9]):
         np.testing.assert_array_equal(batch[row].numpy(), data[index][0].numpy())
