@@ -141,7 +141,7 @@ class LineProgress:
         timing = ""
         if self.n > self._start_n and elapsed > 0:
             rate = (self.n - self._start_n) / elapsed
-            speed = _amount(rate, True) if self.unit_scale else f"{rate:.3g}"
+            speed = f"{rate:.3g}" if rate < 1000 else _amount(rate, True)
             timing = f", {speed} {self.unit}/s, elapsed {_duration(elapsed)}"
             if self.total and self.n < self.total:
                 timing += f", ETA {_duration((self.total - self.n) / rate)}"

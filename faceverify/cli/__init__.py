@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    data_commands.add_align, data_commands.add_pack, run_commands.add_train, run_commands.add_ablate,
+    data_commands.add_align, data_commands.add_pack, data_commands.add_rec, run_commands.add_train, run_commands.add_ablate,
     run_commands.add_demo, run_commands.add_reproduce, eval_commands.add_eval, eval_commands.add_baseline,
     use_commands.add_verify, use_commands.add_embed, data_commands.add_export, data_commands.add_lfw,
     data_commands.add_casia_overlap,

@@ -1,4 +1,4 @@
-"""Data commands: ``align``, ``pack``, ``export``, ``lfw``, ``casia-overlap``."""
+"""Data commands: ``align``, ``pack``, ``rec check``, ``export``, ``lfw``, ``casia-overlap``."""
 
 from __future__ import annotations
 
@@ -78,6 +78,54 @@ def run_pack(args: argparse.Namespace) -> int:
     print(f"packed {meta['n_images']} images of {meta['n_identities']} identities into {out}; "
           f"left out: {meta['left_out_images'] or 'nothing'}")
     return 0
+
+
+def add_rec(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rec",
+        help="check a RecordIO pack: every defect (framing, index, labels, identity ranges, undecodable images)",
+        description="faceverify rec check DIR reads train.rec, train.idx and property once and lists every defect "
+        "with its record number and byte offset: corrupt or truncated framing, index lines that are malformed, "
+        "duplicated, past the end or between records, records the index leaves out, labels that are not whole "
+        "numbers, identity ranges that overlap or leave images out, images that do not decode or differ in "
+        "size, a property file that disagrees. Exit status 0: no defect; 1: defects found; 2: error.",
+    )
+    p.add_argument("action", choices=["check"])
+    p.add_argument("dir", type=Path, metavar="DIR", help="folder with train.rec (train.idx, property)")
+    p.add_argument("--workers", type=int, default=0, help="threads reading and decoding (0: up to 8, one per core)")
+    p.add_argument("--out", type=Path, help="write the whole report (every defect) as JSON")
+    p.add_argument("--show", type=int, default=50, help="defects printed (all are in --out)")
+    p.set_defaults(func=run_rec)
+
+
+def run_rec(args: argparse.Namespace) -> int:
+    from faceverify.data.recordio_check import check_recordio
+    from faceverify.io import check_not_an_input, folder_overlap, write_json
+
+    if args.workers < 0 or args.show < 0:
+        raise UsageError("--workers and --show must be >= 0")
+    if args.out is not None:
+        check_not_an_input(args.out, [args.dir / n for n in ("train.rec", "train.idx", "property")], "--out")
+        if folder_overlap(args.dir, args.out.parent) in ("same", "inside"):
+            raise UsageError(f"--out {args.out} lies inside the pack {args.dir}; write the report elsewhere")
+    report = check_recordio(args.dir, workers=args.workers)
+    print(f"{args.dir}: {report.records} records, {report.layout} layout, {report.images} images of "
+          f"{report.identities} identities" + (f" at {report.image_size[0]}x{report.image_size[1]}"
+                                               if report.image_size else "") + f" ({report.seconds:.1f} s)")
+    for defect in report.defects[: args.show]:
+        print("  " + defect.line())
+    if len(report.defects) > args.show:
+        print(f"  ... and {len(report.defects) - args.show} more" + (f" (all in {args.out})" if args.out else
+                                                                      " (--out REPORT.json lists all)"))
+    if args.out is not None:
+        write_json(args.out, report.to_dict())
+        print(f"wrote {args.out}")
+    if report.ok:
+        print("no defects")
+        return 0
+    counts = ", ".join(f"{kind} {n}" for kind, n in report.counts().items())
+    print(f"{len(report.defects)} defect(s): {counts}")
+    return 1
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:

@@ -249,3 +249,59 @@ def test_loader_workers_report_the_same_skips(tmp_path: Path, faces):
     assert [s for _, s in seen[0]] == [s for _, s in seen[1]] and sum(len(s) for _, s in seen[0]) == 1
     for (x0, _), (x1, _) in zip(*seen):
         assert torch.equal(x0, x1)
+
+
+def test_rec_check_passes_a_clean_pack(tmp_path: Path, faces, capsys):
+    images, labels = faces
+    rec = write_recordio(tmp_path / "rec", images, labels, layout="legacy", progress=False)
+    assert main(["rec", "check", str(rec), "--out", str(tmp_path / "report.json")]) == 0
+    out = capsys.readouterr().out
+    assert "17 records, legacy layout, 12 images of 4 identities at 112x112" in out and "no defects" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] and report["defects"] == [] and report["images"] == 12
+
+
+def test_rec_check_reports_every_defect_with_its_record(tmp_path: Path, faces, capsys):
+    images, labels = faces
+    rec = damaged_pack(tmp_path, faces, "builder", bad=(2, 9))
+    lines = (rec / "train.idx").read_text().splitlines()
+    offsets = [int(line.split()[1]) for line in lines]
+    data = bytearray((rec / "train.rec").read_bytes())
+    data[offsets[5] : offsets[5] + 4] = b"\0\0\0\0"  # record 5's magic word destroyed
+    (rec / "train.rec").write_bytes(bytes(data))
+    # line 5 names key 3 again; the line of key 7 is gone; property claims another size
+    (rec / "train.idx").write_text("\n".join(lines[:4] + [f"3\t{offsets[3]}"] + lines[4:7] + lines[8:]) + "\n")
+    (rec / "property").write_text("4,112,96\n")
+    assert main(["rec", "check", str(rec), "--out", str(tmp_path / "report.json"), "--workers", "2"]) == 1
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    found = {(d["kind"], d["record"]) for d in report["defects"]}
+    assert {("image", 2), ("image", 9), ("index", 3), ("index", 5)} <= found
+    assert any(d["kind"] == "framing" and d["offset"] == offsets[5] for d in report["defects"])
+    assert any(d["record"] == 5 and "corrupt header" in d["message"] for d in report["defects"])
+    assert any(d["kind"] == "index" and d["offset"] == offsets[7] and "leaves out" in d["message"]
+               for d in report["defects"])
+    assert any(d["kind"] == "size" and "property file's size is 112x96" in d["message"] for d in report["defects"])
+    assert "image: record 2" in out and "not a decodable image" in out and "defect(s):" in out
+    assert (tmp_path / "report.json").is_file() and not (rec / "report.json").exists()
+
+
+def test_rec_check_reports_forged_labels_and_ranges(tmp_path: Path, faces, capsys):
+    legacy = _legacy(tmp_path, faces, [(1, 5), (4, 8), (9, 10), (10, 20)], "legacy")
+    assert main(["rec", "check", str(legacy), "--out", str(tmp_path / "legacy.json")]) == 1
+    defects = json.loads((tmp_path / "legacy.json").read_text())["defects"]
+    messages = {(d["record"], d["message"]) for d in defects if d["kind"] == "range"}
+    assert (14, "image record 4 also claimed by identity record 13 (overlapping ranges)") in messages
+    assert (16, "identity range [10, 20) outside the images 1..12") in messages
+    assert (8, "image record belongs to no identity range") in messages
+    images, labels = faces
+    values = [float(v) for v in labels]
+    values[4], values[6] = 0.1, float("nan")
+    builder = write_raw_pack(tmp_path / "builder", [pack_ir(v, encode_image(im, "png")) for v, im in zip(values, images)])
+    assert main(["rec", "check", str(builder), "--out", str(tmp_path / "builder.json")]) == 1
+    labels_bad = [d["record"] for d in json.loads((tmp_path / "builder.json").read_text())["defects"]
+                  if d["kind"] == "label"]
+    assert labels_bad == [4, 6]
+    capsys.readouterr()
+    assert main(["rec", "check", str(builder), "--out", str(builder / "r.json")]) == 2
+    assert "inside the pack" in capsys.readouterr().err
