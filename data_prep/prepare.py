@@ -55,6 +55,7 @@ from data_prep.detect import FaceDetector, choose_face
 from faceverify.config import ConfigError, changed_keys, check_device, check_range, to_dict
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
+from faceverify.locks import lock_output
 from faceverify.io import atomic_write, check_writable_dir, folder_overlap, move_aside, write_bytes, write_json
 from faceverify.progress import progress_bar
 
@@ -406,7 +407,7 @@ def align_tree(
     template = get_template(config.template, config.scale)
     on_fail = config.resolved_on_fail()
     sources, listing = list_sources(src, config.ext)
-    listed = {s.rel for s in sources}
+    listed = {s.rel for s in sources}  # every source, also those outside ``only``
     if only is not None:
         missing = sorted(only - {s.rel for s in sources})
         if missing:
@@ -417,7 +418,26 @@ def align_tree(
     supplied = read_landmarks_file(config.landmarks_file) if config.landmarks_file else {}
     settings = result_settings(config)
     check_writable_dir(dst, "DST")
-    moved = move_aside(dst) if restart and dst.exists() else None
+    existed = dst.exists()
+    lock = lock_output(dst, "align")  # one align per DST, held until this function returns
+    moved = None
+    try:
+        if restart and existed:
+            moved = move_aside(dst)  # the moved folder's lock goes with it, still held
+            fresh = lock_output(dst, "align")
+            lock.release()
+            lock = fresh
+        return _align_locked(src, dst, config, detector, progress, sources, listed, listing, supplied, settings,
+                             template, on_fail, moved)
+    finally:
+        lock.release()
+
+
+def _align_locked(src: Path, dst: Path, config: AlignConfig, detector: FaceDetector | None, progress: bool,
+                  sources: list[Source], listed: set[str], listing: dict, supplied: dict, settings: dict,
+                  template: Template, on_fail: str, moved: Path | None) -> dict:
+    """:func:`align_tree`'s work, once it holds DST's lock (``listed``: every source's path; ``listing``:
+    what :func:`list_sources` counted)."""
     check_settings(dst, settings)
     dst.mkdir(parents=True, exist_ok=True)
     write_json(dst / RUN_FILE, {"settings": settings, "src": str(src.resolve())})

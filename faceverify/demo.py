@@ -33,6 +33,7 @@ from faceverify.data.lfw import read_pairs, resolve_image_paths
 from faceverify.io import atomic_write, write_json
 from faceverify.model import Calibration, write_calibration
 from faceverify.results import append_rows, csv_to_markdown, read_rows
+from faceverify.locks import lock_output
 
 # MTCNN's smallest face for the demo's alignment: LFW faces are about 100 px in 250x250 photos, and
 # a larger minimum means fewer pyramid levels. Chosen from results/demo/alignment_min_face.csv
@@ -134,6 +135,13 @@ def context_line(row: dict[str, str], profile: str) -> str:
 
 def run_demo(lfw: str | None, out: Path, fold: int = 1, profile: str | None = None, download_to: Path | None = None,
              record: Path | None = None, max_iters: int = 0) -> dict:
+    """The quick-start job into ``out`` (one demo per ``out``: a second is refused while the first runs)."""
+    with lock_output(out, "demo"):
+        return _run_demo(lfw, Path(out), fold, profile, download_to, record, max_iters)
+
+
+def _run_demo(lfw: str | None, out: Path, fold: int, profile: str | None, download_to: Path | None,
+              record: Path | None, max_iters: int) -> dict:
     started = time.perf_counter()
     try:
         location = locate_lfw(lfw)

@@ -32,6 +32,7 @@ from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.io import atomic_write, check_not_an_input, write_json
 from faceverify.model import FaceModel
 from faceverify.progress import progress_bar
+from faceverify.locks import lock_output
 
 
 RESULT_COLUMNS = ("similarity", "threshold", "same", "status")  # what verify --pairs adds to every row
@@ -105,10 +106,17 @@ def model_fingerprint(model: FaceModel) -> str:
 
 def embed_photos(model: FaceModel, src: str | Path, out: str | Path, chunk: int = 256,
                  progress: bool = True) -> dict:
-    """Embed every photo of ``src`` into ``out`` (see the module docstring); returns a summary."""
+    """Embed every photo of ``src`` into ``out`` (see the module docstring); returns a summary.
+    One embed per ``out`` (``.<name>.lock`` beside it): a second is refused while the first runs."""
     root, rels = list_photos(src)
     out = Path(out)
     check_not_an_input(out, [src, *(_photo_path(root, rel) for rel in rels)], "--out")
+    with lock_output(out, "embed", beside=True):
+        return _embed_locked(model, root, rels, src, out, chunk, progress)
+
+
+def _embed_locked(model: FaceModel, root: Path, rels: list[str], src: str | Path, out: Path, chunk: int,
+                  progress: bool) -> dict:
     partial = out.with_name(out.name + ".partial")
     meta = {"model": model_fingerprint(model), "src": str(Path(src).resolve()), "photos": len(rels), "chunk": chunk}
     if (partial / "meta.json").is_file():

@@ -72,6 +72,7 @@ from faceverify.training.distributed import resolve_device
 from faceverify.training.evaluate import load_backbone
 from faceverify.training.stop import raise_if_stopped
 from faceverify.training.trainer import train
+from faceverify.locks import lock_output
 
 CONFIGS = PACKAGE_ROOT / "experiments" / "configs"
 RESULTS = PACKAGE_ROOT / "results" / "reproduce"
@@ -243,8 +244,17 @@ def recipe_config(recipe: Recipe, overrides: list[str], cuda: bool) -> tuple[Tra
 def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Path | None = None,
                   bin_dir: Path | None = None, overrides: list[str] | None = None, names: Path | None = None,
                   record: bool = False, progress: bool = True, restart: bool = False) -> dict:
-    started = time.perf_counter()
+    """Prepare, train, evaluate and report one recipe into ``out`` (one reproduction per ``out``:
+    a second one is refused while the first runs)."""
     out = Path(out).resolve()
+    with lock_output(out, "reproduce"):
+        return _run_reproduce(recipe_name, train_data, out, lfw, bin_dir, overrides, names, record, progress, restart)
+
+
+def _run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Path | None, bin_dir: Path | None,
+                   overrides: list[str] | None, names: Path | None, record: bool, progress: bool,
+                   restart: bool) -> dict:
+    started = time.perf_counter()
     work = out / "work"
     recipe = load_recipe(recipe_name)
     published, config = recipe_config(recipe, overrides or [], torch.cuda.is_available())

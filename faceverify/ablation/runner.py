@@ -57,6 +57,7 @@ from faceverify.training.distributed import resolve_device
 from faceverify.training.evaluate import load_backbone
 from faceverify.training.stop import raise_if_stopped
 from faceverify.training.trainer import NonFiniteLossError, train
+from faceverify.locks import lock_output
 
 ROW_KEY = ("arm", "sweep_value", "trial", "seed", "fold")
 
@@ -214,7 +215,14 @@ def chosen_values(spec: AblationSpec, arm: str, fold: int, trial_rows: dict[tupl
 
 
 def run_ablation(spec: AblationSpec, log: Callable[[str], None] = print) -> Path:
-    """Run every trial and cell of ``spec`` not yet recorded; returns the finals' CSV path."""
+    """Run every trial and cell of ``spec`` not yet recorded; returns the finals' CSV path.
+    One run per spec: a second ``ablate`` of the same spec (its work folder and name) is refused
+    while the first runs (``work/.<name>.lock``)."""
+    with lock_output(Path(spec.work) / spec.name, f"ablate of {spec.name}", beside=True):
+        return _run_ablation(spec, log)
+
+
+def _run_ablation(spec: AblationSpec, log: Callable[[str], None]) -> Path:
     protocol_dir = Path(spec.lfw_protocol) if spec.lfw_protocol else lfw_protocol_dir()
     aligned = Path(spec.lfw_aligned)
     check_aligned(aligned)

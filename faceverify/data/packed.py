@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from faceverify.data.images import read_rgb
+from faceverify.locks import lock_output
 from faceverify.progress import progress_bar
 
 FORMAT = "faceverify-packed-v1"
@@ -100,9 +101,20 @@ def write_packed_from(
                 continue
         if not height:
             raise ValueError(f"nothing to pack: none of the {count} images could be read")
+    with lock_output(out, "pack", beside=True):  # one pack per OUT: another would remove this one's .partial
+        return _write_packed_locked(out, count, load_image, labels, identities, names, image_size, height, width,
+                                    meta, workers, progress)
+
+
+def _write_packed_locked(out: Path, count: int, load_image: Callable[[int], np.ndarray], labels: Sequence[int],
+                         identities: Sequence[str], names: Sequence[str], image_size: tuple[int, int] | None,
+                         height: int, width: int, meta: dict[str, Any] | None, workers: int, progress: bool) -> Path:
+    """:func:`write_packed_from` once it holds OUT's lock."""
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
-        shutil.rmtree(tmp)  # left by a killed run
+        shutil.rmtree(tmp)  # left by a killed run (a live one would hold the lock)
     tmp.mkdir(parents=True)
     skipped: dict[int, dict] = {}
     try:

@@ -52,6 +52,7 @@ from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, to_net
 from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
 from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
 from faceverify.io import check_writable_dir, move_aside, write_json, write_text
+from faceverify.locks import OutputInUseError, OutputLock, lock_output
 from faceverify.losses.objective import Objective, ObjectiveOutput
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import git_commit
@@ -157,12 +158,43 @@ class Trainer:
         self.info = distributed.setup(config.device)
         self.out_dir = Path(config.out)
         self.checkpoint_dir = self.out_dir / "checkpoints"
+        self.moved_aside: Path | None = None
+        self._lock = self._lock_output(restart)
+        try:
+            self._setup(config)
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock_output(self, restart: bool) -> OutputLock | None:
+        """The main process takes ``out``'s lock (one run per output folder; ``restart`` moves an
+        existing run aside first and locks the fresh folder); every rank stops if it could not."""
+        lock, error = None, None
         if self.info.is_main:
-            check_writable_dir(self.out_dir, "output folder (out)")
-        if restart and self.info.is_main and self.out_dir.exists():
-            self.moved_aside: Path | None = move_aside(self.out_dir)
-        else:
-            self.moved_aside = None
+            try:
+                check_writable_dir(self.out_dir, "output folder (out)")
+                existed = self.out_dir.exists()
+                lock = lock_output(self.out_dir, "training run")
+                if restart and existed:
+                    self.moved_aside = move_aside(self.out_dir)  # its lock moves with it, still held
+                    fresh = lock_output(self.out_dir, "training run")
+                    lock.release()
+                    lock = fresh
+            except OSError as err:
+                error = err
+                if lock is not None:
+                    lock.release()
+        if distributed.broadcast_flag(error is not None, self.info):
+            raise error if error is not None else OutputInUseError(
+                f"{self.out_dir}: the main process could not take the output folder (see its error)")
+        return lock
+
+    def release(self) -> None:
+        """Let go of the output folder's lock (``fit`` does when it ends; so does the process's end)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _setup(self, config: TrainConfig) -> None:
         self.state = TrainState()
         self._stop_requested = False
         seed_everything(config.seed, config.deterministic)
@@ -416,6 +448,13 @@ class Trainer:
         return record
 
     def fit(self) -> TrainResult:
+        """Train to ``optim.max_iters`` (or a stop signal); the output folder's lock is let go at the end."""
+        try:
+            return self._fit()
+        finally:
+            self.release()
+
+    def _fit(self) -> TrainResult:
         config = self.config
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -587,4 +626,5 @@ def train(config: TrainConfig, callbacks: list[Callable[[Trainer], None]] | None
     try:
         return trainer.fit()
     finally:
+        trainer.release()
         distributed.cleanup()
