@@ -488,7 +488,6 @@ class Trainer:
                     window_images += batch_images
                     for callback in self.callbacks:
                         callback(self)
-                    bar.update(1)
                     at_end = step >= config.optim.max_iters
                     record: dict[str, float] = {}
                     if config.eval.every and step % config.eval.every == 0:
@@ -503,6 +502,7 @@ class Trainer:
                         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in train_record.items()
                                          if k.startswith("loss/")} | {"lr": f"{train_record['lr']:.2g}",
                                                                      "img/s": f"{train_record['images_per_second']:.0f}"})
+                    bar.update(1)  # after the postfix: a log step's line shows that step's losses
                     if record:
                         self.logger.log(step, record)
                     if step % config.checkpoint_every == 0:
