@@ -11,52 +11,15 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from data_prep.options import PACK_FLAGS, PackConfig, parse_size  # noqa: F401 - the options live there
 from data_prep.prepare import read_manifest
-from faceverify.config import ConfigError, check_range
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.data.packed import write_packed
 from faceverify.io import folder_overlap
-
-
-@dataclass
-class PackConfig:
-    min_images: int = 1
-    exclude_identities: str = ""  # file: one identity folder name per line
-    only_detected: bool = False  # leave out `fallback` crops
-    size: str = ""  # "HxW" to resize (e.g. 56x48 for the CPU profile); "" keeps the crop size
-    workers: int = 4
-
-    def __post_init__(self) -> None:
-        check_range("min_images", self.min_images, 0)
-        check_range("workers", self.workers, 0)
-        parse_size(self.size)
-
-
-# `faceverify pack` flags: the PackConfig fields that get one.
-PACK_FLAGS: dict[str, str] = {
-    "min_images": "leave out identities with fewer images",
-    "exclude_identities": "file of identity folder names (or RecordIO label values) to leave out",
-    "only_detected": "leave out fallback crops",
-    "size": "resize to HxW, e.g. 56x48",
-    "workers": "decoding threads",
-}
-
-
-def parse_size(text: str) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"size must look like HxW (e.g. 112x96), got {text!r}") from None
-    if height <= 0 or width <= 0:
-        raise ConfigError(f"size must be positive, got {text!r}")
-    return height, width
 
 
 def read_identity_list(path: str | Path) -> set[str]:

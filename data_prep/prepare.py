@@ -43,16 +43,17 @@ import time
 import zlib
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from data_prep.align import Template, alignment_residual, get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
-from faceverify.config import ConfigError, changed_keys, check_device, check_range, to_dict
+from data_prep.options import ALIGN_FLAGS, AlignConfig  # noqa: F401 - the options live there
+from faceverify.config import changed_keys, to_dict
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.locks import lock_output
@@ -71,61 +72,6 @@ RUN_FILE = ".align_run.json"
 # change only speed or how much is done, and may differ between runs into the same DST.
 RESULT_SETTINGS = ("template", "scale", "on_fail", "landmarks_for", "policy", "ext", "thresholds",
                    "min_face_size", "max_side")
-
-
-@dataclass
-class AlignConfig:
-    """Options of ``faceverify align``."""
-
-    template: Literal["112x96", "112x112"] = "112x96"
-    scale: float = 1.0  # output scale factor: 2.0 gives 224x192 crops of the same geometry
-    purpose: Literal["train", "eval"] = "train"  # picks the on_fail default: skip / center
-    on_fail: Literal["default", "skip", "center"] = "default"
-    landmarks_file: str = ""  # "relpath x1 y1 ... x5 y5" per line
-    landmarks_for: Literal["failures", "all"] = "failures"
-    policy: Literal["center", "largest", "most-confident"] = "center"
-    device: str = "auto"
-    batch_size: int = 8
-    workers: int = 2  # threads decoding and writing, overlapped with detection
-    ext: Literal["png", "jpg"] = "png"
-    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
-    min_face_size: int = 20
-    max_side: int = 1024  # larger photos are downscaled for detection only
-    limit: int = 0  # process only the first N sources (sorted); 0 = all
-
-    def __post_init__(self) -> None:
-        check_device(self.device)
-        check_range("scale", self.scale, 0, strict_min=True)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("workers", self.workers, 0)
-        check_range("min_face_size", self.min_face_size, 1)
-        check_range("max_side", self.max_side, 12)
-        check_range("limit", self.limit, 0)
-        if len(self.thresholds) != 3 or not all(0 < t <= 1 for t in self.thresholds):
-            raise ConfigError(f"thresholds must be three MTCNN stage thresholds in (0, 1], got {self.thresholds}")
-
-    def resolved_on_fail(self) -> str:
-        if self.on_fail != "default":
-            return self.on_fail
-        return "skip" if self.purpose == "train" else "center"
-
-
-# `faceverify align` flags: the AlignConfig fields that get one (the CLI generates name, type and choices).
-ALIGN_FLAGS: dict[str, str] = {
-    "template": "5-point template: 112x96 (Wen et al. / SphereFace) or 112x112 (ArcFace)",
-    "scale": "output scale factor (2 gives 224x192 crops of the 112x96 template)",
-    "purpose": "train: faces not found are skipped; eval: they get the centre fallback",
-    "on_fail": "what to do with photos without a detected face (default: the purpose's)",
-    "landmarks_file": "file of 'relpath x1 y1 ... x5 y5' lines",
-    "landmarks_for": "use the landmarks file for failures only, or for every listed image",
-    "policy": "which face of a multi-face photo: centre, largest, most-confident",
-    "device": "auto, cpu, cuda, cuda:N",
-    "batch_size": "images per MTCNN batch",
-    "workers": "decode/write threads",
-    "ext": "crop file format",
-    "min_face_size": "MTCNN's smallest face, in pixels",
-    "limit": "only the first N images (sorted); 0 = all",
-}
 
 
 @dataclass

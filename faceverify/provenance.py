@@ -7,8 +7,10 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +36,8 @@ def git_commit(short: bool = True, root: Path = PACKAGE_ROOT) -> str:
 
 def device_description(device: str | torch.device | None = None) -> str:
     """Human-readable name of the device a computation ran on, e.g. ``cpu: x86_64, 2 threads``."""
+    import torch  # here, so that writing a results row (faceverify.results) does not load torch
+
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(dev)}"

@@ -9,7 +9,7 @@ from faceverify.cli.shape import UsageError, add_config_flags, config_from_args
 
 
 def add_align(sub: argparse._SubParsersAction) -> None:
-    from data_prep.prepare import ALIGN_FLAGS, AlignConfig
+    from data_prep.options import ALIGN_FLAGS, AlignConfig
 
     p = sub.add_parser(
         "align",
@@ -41,7 +41,7 @@ def run_align(args: argparse.Namespace) -> int:
 
 
 def add_pack(sub: argparse._SubParsersAction) -> None:
-    from data_prep.pack import PACK_FLAGS, PackConfig
+    from data_prep.options import PACK_FLAGS, PackConfig
 
     p = sub.add_parser(
         "pack",

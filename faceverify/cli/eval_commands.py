@@ -32,7 +32,7 @@ def print_metrics(metrics: dict, out: Path) -> None:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    from faceverify.evaluation.lfw_eval import EVAL_FLAGS, EvalConfig
+    from faceverify.evaluation.options import EVAL_FLAGS, EvalConfig
 
     p = sub.add_parser(
         "eval",
