@@ -305,3 +305,28 @@ def test_rec_check_reports_forged_labels_and_ranges(tmp_path: Path, faces, capsy
     capsys.readouterr()
     assert main(["rec", "check", str(builder), "--out", str(builder / "r.json")]) == 2
     assert "inside the pack" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_count_the_skipped_records_of_both_ranks(tmp_path: Path, faces):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    rec = damaged_pack(tmp_path, faces, "legacy", bad=(2, 9))
+    overrides = [f"data.source={rec}", "model.backbone=sphere20", "model.width=0.125", "model.input=56x48",
+                 "model.embedding_dim=32", "data.batch_size=6", "data.workers=0", "data.sampler=shuffle",
+                 "optim.max_iters=4", "optim.lr=0.01", "progress=false", "tensorboard=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    summaries = []
+    for name, launcher in (("one", [sys.executable, "-m", "faceverify.cli"]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                    "--master_port", "29541", "-m", "faceverify.cli"])):
+        run = subprocess.run([*launcher, "train", f"out={tmp_path / name}", *overrides], cwd=repo,
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr
+        summaries.append(json.loads((tmp_path / name / "summary.json").read_text()))
+    for summary in summaries:  # 4 steps of 6 = 2 epochs of the 12 images: each bad record met twice
+        assert [(s["record"], s["times"]) for s in summary["skipped_records"]] == [(3, 2), (10, 2)]
+    assert summaries[1]["world_size"] == 2
