@@ -53,7 +53,23 @@ class Replace(dict):
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """YAML safe loader that understands ``!replace``."""
+    """YAML safe loader that understands ``!replace`` and refuses a key given twice in one mapping
+    (plain YAML keeps the last one silently: ``optim:`` twice would lose the first ``max_iters``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key == "<<":  # a YAML merge key may repeat
+                    continue
+                if key in seen:
+                    first = seen[key]
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping (first on line {first.line + 1}); "
+                        "the first would be lost silently: give it once", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 class ConfigDumper(yaml.SafeDumper):
@@ -206,7 +222,7 @@ def parse_override(text: str) -> dict[str, Any]:
     try:
         value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({' '.join(str(err).split())})") from err
     return leaf(".".join(keys), value)
 
 
@@ -228,7 +244,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = yaml.load(handle, Loader=ConfigLoader) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data

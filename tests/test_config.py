@@ -14,11 +14,13 @@ from faceverify.config import (
     changed_keys,
     config_hash,
     differences,
+    from_dict,
     dump_yaml,
     load_config,
     merge_tree,
     parse_override,
     read_yaml,
+    resolve_tree,
     save_config,
 )
 
@@ -145,3 +147,28 @@ def test_a_resolved_mapping_is_rebuilt_without_merging_dicts_with_defaults():
     cfg = load_config(Demo, None, ["terms=!replace {triplet: 1.0}"])
     assert from_resolved(Demo, to_dict(cfg)) == cfg
     assert load_config(Demo, None, []).terms == {"softmax": 1.0}
+
+
+@pytest.mark.parametrize("text,line", [
+    ("optim:\n  lr: 0.1\n  max_iters: 5\noptim:\n  lr: 0.2\n", "key 'optim' appears twice in one mapping "
+                                                              r"\(first on line 1\)"),
+    ("optim:\n  lr: 0.1\n  lr: 0.2\n", r"key 'lr' appears twice in one mapping \(first on line 2\)"),
+    ("loss: {terms: !replace {softmax: 1, softmax: 2}}\n", "key 'softmax' appears twice"),
+])
+def test_a_key_given_twice_in_a_yaml_is_refused(tmp_path: Path, text: str, line: str):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=line) as caught:
+        resolve_tree(path)
+    assert "\n" not in str(caught.value)  # one line for the command line
+    with pytest.raises(ConfigError, match="appears twice"):
+        resolve_tree(None, ["optim={lr: 1, lr: 2}"])
+
+
+@pytest.mark.parametrize("weight", ["-1", "-0.003", ".nan", ".inf", "true", "abc"])
+def test_a_loss_weight_that_is_negative_or_not_a_number_is_refused(weight: str):
+    from faceverify.training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"loss.terms.center"):
+        from_dict(TrainConfig, resolve_tree(None, [f"loss.terms.center={weight}"]))
+    assert from_dict(TrainConfig, resolve_tree(None, ["loss.terms.center=0"])).loss.terms["center"] == 0

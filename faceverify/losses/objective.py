@@ -10,12 +10,14 @@ logging, and applies the paper-style center update after each optimiser step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 
+from faceverify.config import ConfigError
 from faceverify.losses.center import CenterLoss, CenterOptions
 from faceverify.losses.classification import (
     ArcFaceLoss,
@@ -59,6 +61,14 @@ class LossConfig:
     cosface: CosFaceOptions = field(default_factory=CosFaceOptions)
     arcface: ArcFaceOptions = field(default_factory=ArcFaceOptions)
     sphereface: SphereFaceOptions = field(default_factory=SphereFaceOptions)
+
+    def __post_init__(self) -> None:
+        # a negative weight would train against its loss (softmax - center), never what is meant
+        for name, weight in self.terms.items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) \
+                    or weight < 0:
+                raise ConfigError(f"loss.terms.{name} = {weight!r}: a term's weight must be a finite number >= 0 "
+                                  "(0 switches the term off)")
 
 
 Builder = Callable[[int, int, LossConfig, torch.Generator], nn.Module]
