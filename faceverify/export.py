@@ -13,6 +13,7 @@ and refused.
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,12 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: Format = "torchsc
     """Write the export and return ``{"out", "format", "max_abs_diff", ...}``; see the module docstring."""
     checkpoint, out = Path(checkpoint), Path(out)
     check_not_an_input(out, [checkpoint, calibration_path(checkpoint)])
+    if out.is_dir():
+        suffix = ".onnx" if fmt == "onnx" else ".ts"
+        raise ValueError(f"OUT {out} is a folder; give the export's file name, e.g. {out / ('model' + suffix)}")
     model = load_model(checkpoint, device="cpu")
+    if model.calibration_problem:
+        print(f"faceverify export: warning: no threshold exported: {model.calibration_problem}", file=sys.stderr)
     if model.kind != "checkpoint":
         raise ModelError(f"{checkpoint} is a {model.kind} model; export takes a checkpoint of faceverify train")
     network = model._embed_batch

@@ -30,9 +30,12 @@ flip combination, then cosine similarity (dlib: its own detector, chip and eucli
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import sys
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -75,13 +78,15 @@ class Calibration:
     flip: str = "concat"
     accuracy: float | None = None
     source: str = ""
+    checkpoint_sha256: str = ""  # the checkpoint file the threshold was chosen for
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Calibration":
-        return cls(**{k: data[k] for k in ("threshold", "metric", "flip", "accuracy", "source") if k in data})
+        keys = ("threshold", "metric", "flip", "accuracy", "source", "checkpoint_sha256")
+        return cls(**{k: data[k] for k in keys if k in data})
 
 
 def calibration_path(checkpoint: str | Path) -> Path:
@@ -89,8 +94,40 @@ def calibration_path(checkpoint: str | Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".calibration.json")
 
 
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_calibration(checkpoint: str | Path, calibration: Calibration) -> Path:
-    return write_json(calibration_path(checkpoint), calibration.to_dict())
+    """``<checkpoint>.calibration.json``, naming the checkpoint by its SHA-256: a checkpoint trained
+    on after its calibration no longer matches, and its old threshold is not used."""
+    named = replace(calibration, checkpoint_sha256=file_sha256(checkpoint))
+    return write_json(calibration_path(checkpoint), named.to_dict())
+
+
+def read_calibration(checkpoint: Path) -> tuple[Calibration | None, str]:
+    """``(calibration, "")`` from beside ``checkpoint``, or ``(None, why not)`` when it was made for
+    another state of the file (``""`` when there is none)."""
+    path = calibration_path(checkpoint)
+    if not path.is_file():
+        return None, ""
+    calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    if not calibration.checkpoint_sha256:
+        print(f"faceverify: warning: {path} does not name its checkpoint (written before calibrations did); "
+              "its threshold is used unchecked. Re-run faceverify eval --checkpoint to calibrate anew",
+              file=sys.stderr)
+        return calibration, ""
+    actual = file_sha256(checkpoint)
+    if actual != calibration.checkpoint_sha256:
+        return None, (f"the calibration {path} was made for another state of {checkpoint} (SHA-256 "
+                      f"{calibration.checkpoint_sha256[:12]}..., the file is now {actual[:12]}...: trained on or "
+                      "replaced since), so its threshold does not apply; re-run faceverify eval --checkpoint to "
+                      "calibrate it, or give --threshold T")
+    return calibration, ""
 
 
 def calibration_from_metrics(metrics: dict, flip: str, where: str) -> Calibration:
@@ -154,6 +191,7 @@ class FaceModel:
         self.template = "dlib" if kind == "dlib" else _template_of(self.input_size)
         self.embedding_dim = embedding_dim
         self.calibration = calibration
+        self.calibration_problem = ""  # why a calibration found beside the model was not used
         self.flip = calibration.flip if calibration is not None else flip
         self.metric = calibration.metric if calibration is not None else ("euclidean" if kind == "dlib" else "cosine")
         self.device = torch.device(device)
@@ -273,8 +311,20 @@ class FaceModel:
         return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), np.finfo(np.float64).tiny))
 
     def decision_threshold(self, threshold: float | None = None) -> tuple[float, str]:
+        """``(threshold, where it came from)``: the given one (finite; outside the score's range it
+        decides every pair alike, which is said on stderr), else the calibrated one."""
         if threshold is not None:
-            return float(threshold), "given (--threshold)"
+            threshold = float(threshold)
+            if not math.isfinite(threshold):
+                raise ModelError(f"--threshold {threshold}: a threshold must be a finite number")
+            low, high = (-1.0, 1.0) if self.metric == "cosine" else (-math.inf, 0.0)
+            if not low <= threshold <= high:
+                decision = "different" if threshold >= high else "the same person"
+                print(f"faceverify: warning: --threshold {threshold:g} is outside the range of {self.metric} scores "
+                      f"[{low:g}, {high:g}]: every pair will be {decision}", file=sys.stderr)
+            return threshold, "given (--threshold)"
+        if self.calibration is None and self.calibration_problem:
+            raise ModelError(self.calibration_problem)
         if self.calibration is None:
             raise ModelError(f"{self.name} has no calibrated threshold (evaluate it with faceverify eval --checkpoint "
                              "on LFW to calibrate one); give --threshold T")
@@ -318,8 +368,13 @@ def load_model(path_or_name: str | Path, device: str | torch.device = "auto", po
         raise ModelError(f"model {path} is empty (0 bytes)")
     if path.suffix == ".onnx" or not head.startswith(b"PK"):
         return _load_onnx(path, policy)
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ModelError(f"model {path} ({path.stat().st_size} bytes) is damaged or truncated: a checkpoint or "
+                         f"TorchScript export is a zip archive, and this one cannot be read ({err}); copy it "
+                         "again") from None
     if any(n.endswith("extra/faceverify.json") for n in names):
         return _load_torchscript(path, target, policy)
     return _load_checkpoint(path, target, policy)
@@ -334,12 +389,12 @@ def _load_checkpoint(path: Path, device: torch.device, policy: str) -> FaceModel
     except CheckpointError as err:
         raise ModelError(f"{path} is not a faceverify model (a checkpoint of faceverify train, an export of "
                          f"faceverify export, or 'dlib'): {err}") from None
-    calibration = None
-    if calibration_path(path).is_file():
-        calibration = Calibration.from_dict(json.loads(calibration_path(path).read_text(encoding="utf-8")))
-    return FaceModel(str(path), "checkpoint", network, input_size, config.model.embedding_dim,
-                     calibration=calibration, device=device, metadata={"backbone": config.model.backbone},
-                     policy=policy)
+    calibration, stale = read_calibration(path)
+    model = FaceModel(str(path), "checkpoint", network, input_size, config.model.embedding_dim,
+                      calibration=calibration, device=device, metadata={"backbone": config.model.backbone},
+                      policy=policy)
+    model.calibration_problem = stale
+    return model
 
 
 def _metadata_model(path: Path, kind: str, embed: Callable, metadata: dict, device, policy: str) -> FaceModel:

@@ -56,7 +56,7 @@ def list_photos(src: str | Path) -> tuple[Path, list[str]]:
             raise PhotoListError(f"no images under {src} (looked for {', '.join(IMAGE_EXTENSIONS)})")
         return src, sorted(found)
     if src.is_file():
-        lines = [line.strip() for line in src.read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in src.read_text(encoding="utf-8-sig").splitlines()]
         paths = [line for line in lines if line and not line.startswith("#")]
         if not paths:
             raise PhotoListError(f"{src}: no photo paths in the list")
@@ -67,6 +67,24 @@ def list_photos(src: str | Path) -> tuple[Path, list[str]]:
 def _photo_path(root: Path, rel: str) -> Path:
     """A listed photo's path: ``rel`` itself when absolute, else relative to the list's folder."""
     return Path(rel) if Path(rel).is_absolute() else root / rel
+
+
+def _stamp(root: Path, rel: str) -> str:
+    """A photo's size and modification time (``"missing"``): a resumed embed redoes a chunk whose
+    photos changed since it was written, as ``align`` does."""
+    try:
+        info = _photo_path(root, rel).stat()
+    except OSError:
+        return "missing"
+    return f"{info.st_size}-{info.st_mtime_ns}"
+
+
+def _chunk_stamps(part: Path) -> list[str] | None:
+    try:
+        with np.load(part) as data:
+            return data["stamps"].tolist() if "stamps" in data else None
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged chunk is embedded again
 
 
 def _read(root: Path, rel: str) -> np.ndarray | str:
@@ -131,7 +149,8 @@ def _embed_locked(model: FaceModel, root: Path, rels: list[str], src: str | Path
         for index, start in enumerate(chunks):
             part = partial / f"chunk-{index:06d}.npz"
             names = rels[start : start + chunk]
-            if part.is_file():
+            stamps = [_stamp(root, rel) for rel in names]
+            if part.is_file() and _chunk_stamps(part) == stamps:  # a photo changed since: embed the chunk again
                 done_before += len(names)
                 bar.update(len(names))
                 continue
@@ -146,7 +165,7 @@ def _embed_locked(model: FaceModel, root: Path, rels: list[str], src: str | Path
                 full[rows], full_flip[rows] = plain, flipped
             with atomic_write(part, "wb") as handle:
                 np.savez(handle, paths=np.array(names), embeddings=full, embeddings_flip=full_flip,
-                         status=np.array(status))
+                         status=np.array(status), stamps=np.array(stamps))
             bar.update(len(names))
     parts = [np.load(partial / f"chunk-{i:06d}.npz") for i in range(len(chunks))]
     status = np.concatenate([p["status"] for p in parts])
@@ -167,7 +186,7 @@ def read_pairs_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pairs file {path} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel writes a BOM
         reader = csv.DictReader(handle)
         columns = list(reader.fieldnames or [])
         if "a" not in columns or "b" not in columns:

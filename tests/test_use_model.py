@@ -15,7 +15,7 @@ import pytest
 import faceverify
 from faceverify.cli import main
 from faceverify.data.lfw import read_pairs
-from faceverify.model import Calibration, calibration_path, load_model, write_calibration
+from faceverify.model import Calibration, calibration_path, file_sha256, load_model, write_calibration
 from faceverify.training.trainer import train
 from tests.training.conftest import small_config
 
@@ -136,7 +136,8 @@ def test_export_round_trips_with_its_metadata(checkpoint: Path, photos, tmp_path
     assert difference <= 1e-4
     exported = load_model(out)
     assert exported.kind == fmt and exported.input_size == (56, 48) and exported.template == "112x96"
-    assert exported.calibration == Calibration(0.25, "cosine", "concat", 0.9, "a test threshold")
+    assert exported.calibration == Calibration(0.25, "cosine", "concat", 0.9, "a test threshold",
+                                               checkpoint_sha256=file_sha256(model_path))
     original = load_model(model_path, device="cpu")
     va = original.verify(photos["obama"], photos["biden"])
     vb = exported.verify(photos["obama"], photos["biden"])
@@ -336,3 +337,84 @@ def test_the_readme_python_example(photos):
     features = model.embed([photos["obama"], photos["biden"]])
     assert features.shape == (2, 128)
     assert model.describe()["template"] == "dlib"
+
+
+# ----------------------------------------------------------------------------- thresholds, calibrations, damaged files
+def test_a_threshold_that_is_not_finite_is_refused_and_one_outside_the_range_is_warned(checkpoint: Path, photos,
+                                                                                      capsys):
+    for value in ("nan", "inf", "-inf"):
+        assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(checkpoint),
+                     f"--threshold={value}"]) == 2
+        assert "a threshold must be a finite number" in last_line(capsys)
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(checkpoint),
+                 "--threshold", "1.5"]) == 1
+    assert "outside the range of cosine scores [-1, 1]: every pair will be different" in capsys.readouterr().err
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", "dlib", "--threshold", "0.3"]) == 1
+    assert "outside the range of euclidean scores [-inf, 0]" in capsys.readouterr().err
+
+
+def test_a_calibration_made_before_more_training_is_not_used(att_packed: Path, photos, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    train(small_config(att_packed, out, optim={"max_iters": 3, "milestones": [100]}))
+    last = out / "checkpoints" / "last.pt"
+    write_calibration(last, Calibration(0.2, "cosine", "concat", 0.9, "a threshold for step 3"))
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(last)]) in (0, 1)
+    capsys.readouterr()
+    train(small_config(att_packed, out, optim={"max_iters": 5, "milestones": [100]}))  # trained on: step 5
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(last)]) == 2
+    line = last_line(capsys)
+    assert "was made for another state of" in line and "re-run faceverify eval --checkpoint" in line
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(last),
+                 "--threshold", "0.2"]) in (0, 1)  # an explicit threshold still decides
+    capsys.readouterr()
+    assert main(["export", str(last), str(tmp_path / "m.ts")]) == 0
+    assert "no threshold exported" in capsys.readouterr().err
+    assert load_model(tmp_path / "m.ts").calibration is None
+
+
+def test_a_truncated_model_and_an_export_into_a_folder_are_one_line(checkpoint: Path, photos, tmp_path: Path,
+                                                                    capsys):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(checkpoint.read_bytes()[:100000])
+    assert main(["verify", str(photos["obama"]), str(photos["obama2"]), "--model", str(cut), "--threshold", "0"]) == 2
+    assert "is damaged or truncated" in last_line(capsys)
+    assert main(["export", str(cut), str(tmp_path / "x.ts")]) == 2
+    assert "is damaged or truncated" in last_line(capsys)
+    (tmp_path / "folder").mkdir()
+    assert main(["export", str(checkpoint), str(tmp_path / "folder")]) == 2
+    assert "is a folder; give the export's file name" in last_line(capsys)
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_a_resumed_embed_embeds_a_photo_fixed_since_again(photos, tmp_path: Path, monkeypatch):
+    from faceverify import photos as photos_module
+
+    (tmp_path / "p").mkdir()
+    shutil.copy(photos["obama"], tmp_path / "p" / "a.jpg")
+    (tmp_path / "p" / "b.jpg").write_bytes(b"")  # broken at first
+    shutil.copy(photos["biden"], tmp_path / "p" / "c.jpg")
+    real, calls = photos_module._crops, {"n": 0}
+
+    def dying(model, root, rels):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed in the third chunk, after a and b were written
+        return real(model, root, rels)
+
+    monkeypatch.setattr(photos_module, "_crops", dying)
+    args = ["embed", str(tmp_path / "p"), "--model", "dlib", "--chunk", "1", "--out", str(tmp_path / "e.npz")]
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    shutil.copy(photos["obama2"], tmp_path / "p" / "b.jpg")  # the photo is fixed before the re-run
+    monkeypatch.setattr(photos_module, "_crops", real)
+    assert main(args) == 0
+    assert np.load(tmp_path / "e.npz")["status"].tolist() == ["ok", "ok", "ok"]
+
+
+def test_a_pairs_csv_saved_by_excel_with_a_bom_is_read(photos, tmp_path: Path):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"a,b\n{photos['obama']},{photos['obama2']}\n", encoding="utf-8-sig")
+    assert pairs.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert main(["verify", "--pairs", str(pairs), "--model", "dlib", "--out", str(tmp_path / "out.csv")]) == 0
+    with open(tmp_path / "out.csv", newline="") as handle:
+        assert next(csv.DictReader(handle))["same"] == "true"
