@@ -20,16 +20,42 @@ from faceverify.data.recordio import Layout, iter_images, write_recordio
 from faceverify.io import check_not_an_input
 
 
+# the crop shapes of the two 5-point templates (height / width), and how far a crop may be scaled
+TEMPLATE_ASPECTS = (112 / 112, 112 / 96)
+MAX_TEMPLATE_SCALE = 2.2
+
+
+def check_looks_aligned(aligned: Path, first: Path) -> None:
+    """A tree without faceverify's ``manifest.csv`` is exported only if its first image has a
+    template crop's shape (1:1 or 7:6 within 10%, at most 2.2 times 112 px on a side): 250x250 LFW
+    photos would otherwise become a training pack of unaligned faces."""
+    height, width = read_rgb(first).shape[:2]
+    aspect_ok = any(abs(height / width - a) <= 0.1 * a for a in TEMPLATE_ASPECTS)
+    if not aspect_ok or (height > MAX_TEMPLATE_SCALE * 112 and width > MAX_TEMPLATE_SCALE * 96):
+        raise ValueError(f"{aligned} looks unaligned: its images are {width}x{height} (WxH, e.g. {first}), not "
+                         "112x112 or 112x96 template crops, and there is no manifest.csv from faceverify align. "
+                         f"Align it first: faceverify align {aligned} ALIGNED_DIR --template 112x112")
+
+
 def export_recordio(aligned: str | Path, out: str | Path, layout: Layout = "legacy",
-                    encoding: Literal["jpg", "png"] = "jpg", min_images: int = 1, progress: bool = True) -> dict:
-    aligned = Path(aligned)
+                    encoding: Literal["jpg", "png"] = "jpg", min_images: int = 1, progress: bool = True,
+                    force: bool = False) -> dict:
+    """An aligned tree -> ``out/train.rec``, ``train.idx``, ``property``. An existing pack in
+    ``out`` is replaced only with ``force``."""
+    aligned, out = Path(aligned), Path(out)
     if not aligned.is_dir():
         raise FileNotFoundError(f"aligned folder {aligned} does not exist")
-    check_separate_folders(aligned, Path(out))
+    check_separate_folders(aligned, out)
+    existing = [n for n in ("train.rec", "train.idx", "property") if (out / n).exists()]
+    if existing and not force:
+        raise FileExistsError(f"{out} already holds a RecordIO pack ({', '.join(existing)}); choose another OUT, or "
+                              "give --force to replace it")
     selected, record = select_images(aligned, PackConfig(min_images=min_images))
     if not selected:
         raise ValueError(f"nothing to export from {aligned}: {record['left_out_images']}")
     paths = [p for name in selected for p in selected[name]]
+    if not (aligned / "manifest.csv").is_file():
+        check_looks_aligned(aligned, paths[0])
     labels = [i for i, name in enumerate(selected) for _ in selected[name]]
     write_recordio(out, iter_images(paths), labels, layout=layout, encoding=encoding, progress=progress)
     return {"images": len(paths), "identities": len(selected), "layout": layout, "encoding": encoding,

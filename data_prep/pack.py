@@ -127,6 +127,9 @@ def pack_recordio(rec_dir: str | Path, out: str | Path, config: PackConfig | Non
     from faceverify.data.recordio import RecordIOError, RecordIOFolder
 
     config = config or PackConfig()
+    if folder_overlap(rec_dir, out) in ("same", "inside"):
+        raise ValueError(f"OUT {out} lies in the RecordIO folder {rec_dir}: the pack would be written among the data; "
+                         "choose an OUT outside it")
     folder = RecordIOFolder(rec_dir, progress=progress, cache_dir=cache_dir)
     values = folder.label_values
     keep = np.ones(len(folder), dtype=bool)

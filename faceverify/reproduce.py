@@ -64,7 +64,7 @@ from faceverify.evaluation.benchmarks import (
     summary,
 )
 from faceverify.evaluation.lfw_eval import EvalConfig
-from faceverify.io import write_json, write_text
+from faceverify.io import folder_overlap, write_json, write_text
 from faceverify.provenance import PACKAGE_ROOT, device_description
 from faceverify.results import append_rows, csv_to_markdown, provenance
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
@@ -140,7 +140,7 @@ def prepare_training_data(data: Path, work: Path, template: str, names: Path | N
     if not data.is_dir():
         raise FileNotFoundError(f"--train {data} is not a folder")
     if is_recordio_folder(data):
-        folder = RecordIOFolder(data, progress=progress, cache_dir=work.parent / ".recordio-cache")
+        folder = RecordIOFolder(data, progress=progress)  # labels cached in the user's cache
         notes = ["LFW identities cannot be left out of a RecordIO set by name (it carries none); "
                  "insightface's packs are used as they circulate"]
         return TrainingData("recordio", data, len(folder), folder.num_classes, folder.fingerprint(), None, notes)
@@ -247,6 +247,9 @@ def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pat
     """Prepare, train, evaluate and report one recipe into ``out`` (one reproduction per ``out``:
     a second one is refused while the first runs)."""
     out = Path(out).resolve()
+    if folder_overlap(train_data, out) in ("same", "inside"):
+        raise ValueError(f"--out {out} lies in the training data {train_data}: the run would write among the data; "
+                         "choose an --out outside it")
     with lock_output(out, "reproduce"):
         return _run_reproduce(recipe_name, train_data, out, lfw, bin_dir, overrides, names, record, progress, restart)
 

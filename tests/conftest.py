@@ -57,6 +57,13 @@ def faces_dir(data_root: Path) -> Path:
     return _need(data_root / "faces", "small face sets")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The user cache (RecordIO labels and indexes) in a folder of the test session, not in ~/.cache;
+    subprocesses inherit it."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)

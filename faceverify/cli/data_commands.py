@@ -65,7 +65,7 @@ def run_pack(args: argparse.Namespace) -> int:
         if len(args.inputs) != 1:
             raise UsageError("usage: faceverify pack --from-rec REC_DIR OUT")
         out = args.inputs[0]
-        meta = pack_recordio(args.from_rec, out, config, cache_dir=out.parent / ".recordio-cache")
+        meta = pack_recordio(args.from_rec, out, config)  # labels cached in the user's cache, not beside OUT
         skipped = meta.get("skipped_records", [])
         print(f"packed {meta['n_images']} images of {meta['n_identities']} identities from {args.from_rec} "
               f"({meta['recordio_layout']} layout) into {out}"
@@ -145,6 +145,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoding", choices=["jpg", "png"], default="jpg",
                    help="rec/bin: image encoding (jpg: quality 95 like insightface's packs; png keeps pixels exact)")
     p.add_argument("--min-images", type=int, default=1, help="rec: leave out identities with fewer images")
+    p.add_argument("--force", action="store_true", help="rec: replace a RecordIO pack already in OUT")
     p.set_defaults(func=run_export)
 
 
@@ -156,7 +157,8 @@ def run_export(args: argparse.Namespace) -> int:
             raise UsageError("usage: faceverify export rec ALIGNED_TREE OUT")
         if args.min_images < 1:
             raise UsageError(f"--min-images must be >= 1, got {args.min_images}")
-        summary = export_recordio(args.paths[0], args.paths[1], args.layout, args.encoding, args.min_images)
+        summary = export_recordio(args.paths[0], args.paths[1], args.layout, args.encoding, args.min_images,
+                                  force=args.force)
         print(f"wrote {summary['images']} images of {summary['identities']} identities ({args.layout} layout) "
               f"to {args.paths[1]}/train.rec, train.idx, property")
         return 0

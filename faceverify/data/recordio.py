@@ -244,6 +244,8 @@ class RecordIOFolder:
         if not self.rec.is_file():
             raise FileNotFoundError(f"{self.root} is not a RecordIO folder: no train.rec")
         stat = self.rec.stat()
+        if stat.st_size == 0:  # before any index is read, rebuilt or cached
+            raise RecordIOError(f"{self.rec} is empty (0 bytes)")
         self._stamp = f"{stat.st_size}-{stat.st_mtime_ns}"
         digest = hashlib.sha256(f"{self.rec.resolve()}|{self._stamp}".encode()).hexdigest()[:16]
         self.cache = Path(cache_dir) / digest if cache_dir else _cache_dir() / digest
@@ -265,10 +267,19 @@ class RecordIOFolder:
             self.layout = "builder"
             self.image_keys = np.array(sorted(self.offsets), dtype=np.int64)
             self.identity_keys = np.zeros(0, dtype=np.int64)
-        missing = [k for k in self.image_keys[:1].tolist() + self.image_keys[-1:].tolist() if k not in self.offsets]
+        needed = self.image_keys[:1].tolist() + self.image_keys[-1:].tolist() + self.identity_keys[-1:].tolist()
+        missing = [k for k in needed if k not in self.offsets]
         if missing:
-            raise RecordIOError(f"{self.rec}: the index lacks record {missing[0]} that the {self.layout} "
-                                "layout needs (a stale or partial train.idx; delete it to rebuild)")
+            last = max(self.offsets)
+            if self.layout == "legacy":
+                claimed = int(max(self.image_keys[-1:].tolist() + self.identity_keys[-1:].tolist()))
+                raise RecordIOError(
+                    f"{self.rec}: its header record claims {self.image_keys.size} images and "
+                    f"{self.identity_keys.size} identities (records 1..{claimed}), but the file holds records "
+                    f"0..{last} only: a truncated train.rec, or a header from another pack (faceverify rec check "
+                    f"{self.root} lists what is there)")
+            raise RecordIOError(f"{self.rec}: the index lacks record {missing[0]} (a partial train.idx: faceverify rec "
+                                f"check {self.root} compares it with the file)")
         self.labels, self.label_values = self._load_labels(progress)
         self.decoded_size = self._first_image_size()
         self._check_property()
@@ -324,6 +335,8 @@ class RecordIOFolder:
             raise FileNotFoundError(f"{self.root} has no train.idx; rebuild it by scanning (rebuild_index=True) "
                                     "or copy the original index beside train.rec")
         offsets = scan_offsets(self.rec, progress)
+        if not offsets:
+            raise RecordIOError(f"{self.rec} holds no records")
         target = self.cache / "train.idx"
         write_index(target, offsets)
         return dict(enumerate(offsets))

@@ -201,8 +201,9 @@ class Trainer:
         device = self.info.device
         if config.data.decode == "gpu" and device.type != "cuda":
             raise ValueError(f"data.decode=gpu needs a CUDA device, the run uses {device}")
-        self.dataset = open_training_data(config.data.source, cache_dir=self.out_dir.parent / ".recordio-cache",
-                                          encoded=config.data.decode == "gpu", progress=self.info.is_main)
+        # RecordIO labels and indexes are cached in the user's cache (never beside out, which may lie in the data)
+        self.dataset = open_training_data(config.data.source, encoded=config.data.decode == "gpu",
+                                          progress=self.info.is_main)
         if config.data.holdout_fraction:
             self.dataset = holdout_subset(self.dataset, config.data.holdout_fraction, config.data.holdout_seed)
         # the network's input: model.input, or the data's crop size; 112x112 data feeding a 112x96

@@ -330,3 +330,62 @@ def test_two_gloo_processes_count_the_skipped_records_of_both_ranks(tmp_path: Pa
     for summary in summaries:  # 4 steps of 6 = 2 epochs of the 12 images: each bad record met twice
         assert [(s["record"], s["times"]) for s in summary["skipped_records"]] == [(3, 2), (10, 2)]
     assert summaries[1]["world_size"] == 2
+
+
+def test_an_empty_train_rec_without_index_is_refused_and_caches_nothing(tmp_path: Path):
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "train.rec").write_bytes(b"")
+    for _ in range(2):  # the same answer twice: no junk index was cached the first time
+        with pytest.raises(RecordIOError, match=r"train.rec is empty \(0 bytes\)"):
+            RecordIOFolder(tmp_path / "rec", progress=False, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_a_legacy_header_claiming_more_records_than_the_file_holds_says_so(tmp_path: Path, faces):
+    images, labels = faces
+    rec = write_recordio(tmp_path / "rec", images, labels, layout="legacy", encoding="png", progress=False)
+    offsets = [int(line.split()[1]) for line in (rec / "train.idx").read_text().splitlines()]
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "train.rec").write_bytes((rec / "train.rec").read_bytes()[: offsets[14]])  # records 0..13 only
+    with pytest.raises(RecordIOError, match=r"header record claims 12 images and 4 identities \(records 1..16\), but "
+                                            r"the file holds records 0..13 only: a truncated train.rec"):
+        RecordIOFolder(cut, progress=False, cache_dir=tmp_path / "cache")
+
+
+def test_outputs_inside_a_recordio_folder_are_refused(tmp_path: Path, faces, capsys):
+    images, labels = faces
+    rec = write_recordio(tmp_path / "rec", images, labels, layout="builder", encoding="png", progress=False)
+    before = sorted(p.name for p in rec.rglob("*"))
+    for out in (rec / "sub", rec):
+        assert main(["pack", "--from-rec", str(rec), str(out)]) == 2
+        assert "lies in the RecordIO folder" in capsys.readouterr().err
+    for out in (rec, rec / "run"):
+        assert main(["reproduce", "casia_C_center", "--train", str(rec), "--out", str(out)]) == 2
+        assert "lies in the training data" in capsys.readouterr().err
+    assert sorted(p.name for p in rec.rglob("*")) == before
+    # the trainer and pack cache labels in the user's cache, never beside their output
+    assert main(["pack", "--from-rec", str(rec), str(tmp_path / "packed")]) == 0
+    assert not (tmp_path / ".recordio-cache").exists()
+
+
+def test_export_rec_refuses_an_unaligned_tree_and_an_existing_pack(mini_lfw, tmp_path: Path, faces, capsys):
+    photos = tmp_path / "photos"  # LFW's 250x250 photos, no manifest: not crops
+    shutil.copytree(mini_lfw.train_tree, photos)
+    assert main(["export", "rec", str(photos), str(tmp_path / "rec")]) == 2
+    assert "looks unaligned: its images are 250x250" in capsys.readouterr().err
+    assert not (tmp_path / "rec").exists()
+    crops = tmp_path / "crops"
+    images, labels = faces
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (crops / f"p{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(crops / f"p{label}" / f"{i}.png")
+    assert main(["export", "rec", str(crops), str(tmp_path / "rec")]) == 0  # 112x112 crops pass
+    first = (tmp_path / "rec" / "train.rec").read_bytes()
+    assert main(["export", "rec", str(crops), str(tmp_path / "rec"), "--layout", "builder"]) == 2
+    assert "already holds a RecordIO pack" in capsys.readouterr().err
+    assert (tmp_path / "rec" / "train.rec").read_bytes() == first
+    assert main(["export", "rec", str(crops), str(tmp_path / "rec"), "--layout", "builder", "--force"]) == 0
+    assert RecordIOFolder(tmp_path / "rec", progress=False, cache_dir=tmp_path / "c").layout == "builder"
