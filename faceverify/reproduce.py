@@ -60,6 +60,7 @@ from faceverify.evaluation.benchmarks import (
     Benchmark,
     benchmark_table,
     benchmarks_from,
+    check_benchmarks,
     evaluate_benchmarks,
     summary,
 )
@@ -190,6 +191,8 @@ def prepare_benchmarks(lfw: Path | None, bin_dir: Path | None, template: str, wo
                        progress: bool = True) -> tuple[list[Benchmark], Path | None]:
     """The benchmarks and LFW's people.txt (for the CASIA overlap), if an LFW folder was given."""
     lfw_tree = lfw_pairs = people = None
+    bins = find_bins(bin_dir.resolve()) if bin_dir is not None else []
+    check_benchmarks(benchmarks_from(bins=bins))  # every .bin read before LFW is aligned or anything trains
     if lfw is not None:
         location = locate_lfw(lfw.resolve())
         pairs = read_pairs(location.pairs)
@@ -202,7 +205,6 @@ def prepare_benchmarks(lfw: Path | None, bin_dir: Path | None, template: str, wo
                    progress=progress, only=needed)
         lfw_tree, lfw_pairs = aligned, location.pairs
         people = location.people if location.people.is_file() else None
-    bins = find_bins(bin_dir.resolve()) if bin_dir is not None else []
     benchmarks = benchmarks_from(lfw_tree, lfw_pairs, bins)
     if not benchmarks:
         raise ConfigError("no benchmark to evaluate on: give --lfw (an LFW folder) and/or --bin-dir (a folder of "

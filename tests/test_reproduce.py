@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -140,3 +141,30 @@ def test_a_signal_stops_reproduce_before_any_evaluation_and_the_rerun_resumes(st
     monkeypatch.setattr(reproduce, "train", real_train)
     assert main(argv) == 0
     assert result_of(out)["iterations"] == 3
+
+
+def test_bin_dir_junk_is_passed_over_and_a_bad_set_stops_before_training(stand_in, tmp_path: Path, capsys,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    from faceverify import reproduce
+
+    bins = tmp_path / "bins"
+    shutil.copytree(stand_in["bins"], bins)
+    (bins / "._lfw.bin").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # what macOS leaves on a shared drive
+    (bins / "old.bin").mkdir()  # a folder named like a set
+    trained = []
+    real_train = reproduce.train
+    monkeypatch.setattr(reproduce, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    argv = ["reproduce", "casia_C_center", "--train", str(stand_in["rec"]), "--bin-dir", str(bins), *SHORT]
+    assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
+    assert set(json.loads((tmp_path / "ok" / "eval" / "benchmarks.json").read_text())) == {"lfw", "agedb_30"}
+    (bins / "cfp_fp.bin").write_bytes(pickle.dumps(([b"a"] * 3, [True])))  # an odd image count
+    trained.clear()
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "bad")]) == 2
+    assert "cfp_fp.bin: 3 images, an odd number" in capsys.readouterr().err
+    assert trained == []  # refused before any training
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["reproduce", "casia_C_center", "--train", str(stand_in["rec"]), "--bin-dir", str(empty),
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "holds no .bin verification set" in capsys.readouterr().err

@@ -161,6 +161,8 @@ def consecutive_folds(n_pairs: int, n_folds: int = 10) -> np.ndarray:
 
 def read_bin(path: str | Path) -> BinSet:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"verification set {path} is a folder, not a .bin file")
     if not path.is_file():
         raise FileNotFoundError(f"verification set {path} does not exist")
     data = path.read_bytes()
@@ -205,10 +207,15 @@ def write_bin(path: str | Path, images: Sequence[np.ndarray | bytes], issame: Se
 
 
 def find_bins(folder: str | Path) -> list[Path]:
-    """The ``.bin`` sets in ``folder``: the standard ones first, in the usual order, then the rest."""
+    """The ``.bin`` sets in ``folder``: the standard ones first, in the usual order, then the rest.
+    Hidden files (macOS's ``._lfw.bin``) and folders named ``*.bin`` are not sets and are passed
+    over; a folder without any set is an error naming it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--bin-dir {folder} is not a folder")
-    found = sorted(folder.glob("*.bin"))
+    found = sorted(p for p in folder.glob("*.bin") if p.is_file() and not p.name.startswith("."))
+    if not found:
+        raise FileNotFoundError(f"--bin-dir {folder} holds no .bin verification set (lfw.bin, cfp_fp.bin, "
+                                "agedb_30.bin, ...)")
     rank = {name: i for i, name in enumerate(STANDARD_SETS)}
     return sorted(found, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))

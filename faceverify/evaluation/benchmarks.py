@@ -65,6 +65,23 @@ def benchmarks_from(lfw_tree: str | Path | None = None, lfw_pairs: str | Path | 
     return out
 
 
+def check_benchmarks(benchmarks: Sequence[Benchmark]) -> None:
+    """Read every benchmark before any is embedded (and, in ``train`` and ``reproduce``, before
+    training starts), so that one bad set fails the command before the others cost anything: a
+    tree needs its folder and a readable pairs file; a ``.bin`` must be a file (a folder goes to
+    ``--bin-dir``) that reads as a verification set."""
+    for benchmark in benchmarks:
+        if benchmark.kind == "tree":
+            if not benchmark.path.is_dir():
+                raise FileNotFoundError(f"LFW tree {benchmark.path} does not exist")
+            read_pairs(benchmark.pairs)
+        elif benchmark.path.is_dir():
+            raise IsADirectoryError(f"--bin {benchmark.path} is a folder; give the .bin files in it (--bin "
+                                    f"{benchmark.path}/*.bin)")
+        else:
+            read_bin(benchmark.path)
+
+
 @torch.no_grad()
 def evaluate_benchmark(
     embed: EmbedFn,
@@ -103,6 +120,7 @@ def evaluate_benchmarks(embed: EmbedFn, benchmarks: Sequence[Benchmark], config:
                         source: dict[str, str] | None = None) -> dict[str, dict]:
     """``{name: metrics}`` of every benchmark; with ``out_dir``, each set's report in
     ``out_dir/<name>/`` and the table of all in ``out_dir/benchmarks.md`` / ``benchmarks.json``."""
+    check_benchmarks(benchmarks)
     results: dict[str, dict] = {}
     for benchmark in benchmarks:
         target = Path(out_dir) / benchmark.name if out_dir is not None else None
@@ -132,15 +150,26 @@ def benchmark_table(results: dict[str, dict], published: dict[str, float] | None
         header += " published % |"
         rule += "---|"
     lines = [header, rule]
+    notes = []
     for name, metrics in results.items():
         row = summary(metrics)
         line = (f"| {name} | {row['n_pairs']} | {row['n_folds']} | {100 * row['accuracy']:.2f} | "
-                f"{100 * row['accuracy_std']:.2f} | {row['auc']:.4f} | {100 * row['tar_at_far_1e-3']:.2f} |")
+                f"{100 * row['accuracy_std']:.2f} | {_shown(row['auc'], 1, 4)} | "
+                f"{_shown(row['tar_at_far_1e-3'], 100, 2)} |")
+        if metrics.get("undefined"):
+            notes.append(f"{name}: {metrics['undefined']}")
         if published:
             value = published.get(name)
             line += f" {100 * value:.2f} |" if value is not None else " |"
         lines.append(line)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
+
+
+def _shown(value: float | None, scale: float, digits: int) -> str:
+    """A table cell: the value, or "undefined" (NaN in memory, null once written as JSON)."""
+    if value is None or not np.isfinite(value):
+        return "undefined"
+    return f"{scale * value:.{digits}f}"
 
 
 def mean_accuracy(results: dict[str, dict]) -> float:
@@ -153,14 +182,22 @@ def evaluate_embeddings_on_bins(embeddings_path: str | Path, bins: Sequence[str 
     ``<set>/<index>`` (e.g. ``lfw/000017``), the keys :meth:`BinSet.keys` uses."""
     embeddings = EmbeddingSet.load(embeddings_path)
     row = {key: i for i, key in enumerate(embeddings.keys)}
-    results: dict[str, dict] = {}
-    for benchmark in benchmarks_from(bins=bins):
+    benchmarks = benchmarks_from(bins=bins)
+    check_benchmarks(benchmarks)
+    sets = []
+    for benchmark in benchmarks:  # every set is checked against the file before any is scored
         binset = read_bin(benchmark.path)
         keys = binset.keys()
         missing = [k for k in keys if k not in row]
         if missing:
-            raise KeyError(f"{embeddings_path} lacks {len(missing)} image(s) of {benchmark.path} (first: {missing[0]}); "
-                           "name them <set>/<index>, e.g. lfw/000000")
+            first = missing[0]
+            why = (f"its row there has status {embeddings.excluded[first]!r}" if first in embeddings.excluded else
+                   "no row names it")
+            raise KeyError(f"{embeddings_path} lacks {len(missing)} image(s) of {benchmark.path} (first: {first}: "
+                           f"{why}); name them <set>/<index>, e.g. lfw/000000")
+        sets.append((benchmark, binset, keys))
+    results: dict[str, dict] = {}
+    for benchmark, binset, keys in sets:
         index = np.array([row[k] for k in keys])
         subset = EmbeddingSet(keys, embeddings.embeddings[index],
                               None if embeddings.embeddings_flip is None else embeddings.embeddings_flip[index])

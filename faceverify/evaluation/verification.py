@@ -127,9 +127,20 @@ class VerificationResult:
     folds: list[int] = field(default_factory=list)  # 1-based folds reported
 
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
-        """(false accept rate, true accept rate) over the held-out scores."""
+        """(false accept rate, true accept rate) over the held-out scores; empty when the pairs are
+        all matched or all mismatched (no curve exists)."""
+        if not (self.same.any() and (~self.same).any()):
+            return np.zeros(0), np.zeros(0)
         fpr, tpr, _ = roc_curve(self.same.astype(int), self.heldout_scores)
         return fpr, tpr
+
+    def undefined(self) -> str:
+        """What cannot be computed on these pairs, and why ("" when everything can)."""
+        if not (~self.same).any():
+            return "AUC, EER and TAR@FAR are undefined: the pairs hold no mismatched (different-person) pair"
+        if not self.same.any():
+            return "AUC, EER and TAR@FAR are undefined: the pairs hold no matched (same-person) pair"
+        return ""
 
     def to_dict(self) -> dict:
         return {
@@ -147,6 +158,7 @@ class VerificationResult:
             "folds": self.folds,
             "metric": self.metric,
             "threshold_selection": self.threshold_selection,
+            **({"undefined": self.undefined()} if self.undefined() else {}),
         }
 
 
@@ -259,10 +271,16 @@ def evaluate_scores(
         accuracies.append(float(np.mean((scores_k[test] > threshold) == same[test])))
         thresholds.append(threshold)
         for target in far_targets:
-            t_far = threshold_at_far(scores_k[train & ~same], target)
             key = repr(float(target))
-            tars[key].append(float(np.mean(scores_k[test & same] > t_far)))
-            fars[key].append(float(np.mean(scores_k[test & ~same] > t_far)))
+            negatives = scores_k[train & ~same]
+            if negatives.size == 0:  # all pairs matched (a tiny or one-sided set): no FAR to set a threshold by
+                tars[key].append(math.nan)
+                fars[key].append(math.nan)
+                continue
+            t_far = threshold_at_far(negatives, target)
+            positives, test_negatives = scores_k[test & same], scores_k[test & ~same]
+            tars[key].append(float(np.mean(positives > t_far)) if positives.size else math.nan)
+            fars[key].append(float(np.mean(test_negatives > t_far)) if test_negatives.size else math.nan)
     heldout, same_reported, fold_reported = heldout_all[reported], same[reported], fold[reported]
     both_classes = same_reported.any() and (~same_reported).any()
     return VerificationResult(
@@ -272,9 +290,9 @@ def evaluate_scores(
         fold_thresholds=thresholds,
         auc=float(roc_auc_score(same_reported.astype(int), heldout)) if both_classes else float("nan"),
         eer=equal_error_rate(heldout, same_reported) if both_classes else float("nan"),
-        tar_at_far={k: float(np.mean(v)) for k, v in tars.items()},
-        tar_at_far_std={k: float(np.std(v)) for k, v in tars.items()},
-        far_achieved={k: float(np.mean(v)) for k, v in fars.items()},
+        tar_at_far={k: _mean_defined(v) for k, v in tars.items()},
+        tar_at_far_std={k: _std_defined(v) for k, v in tars.items()},
+        far_achieved={k: _mean_defined(v) for k, v in fars.items()},
         n_pairs=int(same_reported.size),
         n_folds=len(folds),
         metric=metric,
@@ -284,6 +302,18 @@ def evaluate_scores(
         fold=fold_reported,
         folds=[k + 1 for k in folds],
     )
+
+
+def _mean_defined(values: list[float]) -> float:
+    """Mean over the folds where the value is defined (TAR needs negatives to set the FAR threshold
+    on and positives to count); NaN when no fold has it."""
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+def _std_defined(values: list[float]) -> float:
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.std(defined)) if defined else math.nan
 
 
 def evaluate_features(

@@ -49,7 +49,7 @@ from faceverify.data.recordio import RecordFaces, RecordIOError, decode_batch_sk
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
 from faceverify.data.sources import holdout_subset, open_training_data
 from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, to_network_input
-from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
+from faceverify.evaluation.benchmarks import benchmarks_from, check_benchmarks, evaluate_benchmark
 from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
 from faceverify.io import check_writable_dir, move_aside, write_json, write_text
 from faceverify.locks import OutputInUseError, OutputLock, lock_output
@@ -209,8 +209,9 @@ class Trainer:
         # the network's input: model.input, or the data's crop size; 112x112 data feeding a 112x96
         # network gets the template crop on the device (see transforms.check_fit)
         if config.eval.every:  # a misnamed set fails now, not at the first check
-            names = [b.name for b in benchmarks_from(config.eval.lfw or None, config.eval.pairs or None,
-                                                     config.eval.bins)]
+            benchmarks = benchmarks_from(config.eval.lfw or None, config.eval.pairs or None, config.eval.bins)
+            check_benchmarks(benchmarks)  # a damaged set fails now, not at the first check hours in
+            names = [b.name for b in benchmarks]
             if config.eval.best != "mean" and config.eval.best not in names:
                 raise ValueError(f"eval.best = {config.eval.best!r} is none of the evaluated sets {names} (or 'mean')")
         self.data_size = self.dataset.image_size

@@ -219,3 +219,47 @@ def test_read_only_out_is_one_line_and_writes_nothing(tmp_path: Path):
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o755)
+
+
+def _bin_and_embeddings(tmp_path: Path, name: str, same: list[bool], seed: int = 0) -> tuple[Path, Path]:
+    from faceverify.data.binsets import write_bin
+
+    images = [np.full((8, 8, 3), 10 * i, np.uint8) for i in range(2 * len(same))]
+    path = write_bin(tmp_path / f"{name}.bin", images, same, encoding="png")
+    rng = np.random.default_rng(seed)
+    emb = tmp_path / f"{name}.npz"
+    np.savez(emb, paths=np.array([f"{name}/{i:06d}" for i in range(len(images))]),
+             embeddings=rng.normal(size=(len(images), 8)).astype(np.float32))
+    return path, emb
+
+
+def test_a_set_without_mismatched_pairs_scores_accuracy_and_names_what_is_undefined(tmp_path: Path, capsys):
+    path, emb = _bin_and_embeddings(tmp_path, "allsame", [True, True, True])
+    assert main(["eval", "--embeddings", str(emb), "--bin", str(path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| allsame | 3 | 3 | 100.00 | 0.00 | undefined | undefined |" in out
+    assert "allsame: AUC, EER and TAR@FAR are undefined: the pairs hold no mismatched" in out
+    metrics = json.loads((tmp_path / "out" / "allsame" / "metrics.json").read_text())
+    assert metrics["accuracy"] == 1.0 and metrics["auc"] is None and "undefined" in metrics
+    assert "undefined" in (tmp_path / "out" / "benchmarks.md").read_text()
+
+
+def test_every_set_is_checked_before_any_is_scored(tmp_path: Path, capsys):
+    good, emb = _bin_and_embeddings(tmp_path, "good", [True, False, True, False])
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"not a pickle")
+    assert main(["eval", "--embeddings", str(emb), "--bin", str(good), str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "bad.bin is not a readable verification set" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # good.bin was not scored and written first
+    folder = tmp_path / "sets"
+    folder.mkdir()
+    assert main(["eval", "--embeddings", str(emb), "--bin", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert "is a folder; give the .bin files in it" in capsys.readouterr().err
+
+
+def test_an_image_whose_embedding_failed_is_named_with_its_status(tmp_path: Path, capsys):
+    path, emb = _bin_and_embeddings(tmp_path, "set", [True, False])
+    data = dict(np.load(emb))
+    np.savez(emb, **data, status=np.array(["ok", "no face found", "ok", "ok"]))
+    assert main(["eval", "--embeddings", str(emb), "--bin", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "first: set/000001: its row there has status 'no face found'" in capsys.readouterr().err
