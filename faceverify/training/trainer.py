@@ -224,6 +224,10 @@ class Trainer:
         self.objective = Objective(config.loss, config.model.embedding_dim, self.dataset.num_classes,
                                    seed=config.seed).to(device)
         amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+        if config.amp == "fp16" and device.type == "cpu" and self.info.is_main:
+            print("faceverify train: warning: amp=fp16 on the CPU runs float16 arithmetic the CPU emulates, many "
+                  "times slower than amp=none; use amp=bf16 or amp=none on the CPU, fp16 on a GPU",
+                  file=sys.stderr, flush=True)
         self.step_module: nn.Module = TrainStep(self.backbone, self.objective, amp_dtype)
         if config.compile:
             self.step_module.backbone = torch.compile(self.backbone)

@@ -122,6 +122,13 @@ def test_bf16_autocast_and_channels_last_on_cpu(att_packed: Path, tmp_path: Path
     assert result.step == 4 and all(v == v for v in result.last_values.values())  # finite, not NaN
 
 
+def test_fp16_on_the_cpu_is_warned(att_packed: Path, tmp_path: Path, capsys):
+    train(small_config(att_packed, tmp_path / "fp16", amp="fp16", optim={"max_iters": 1, "milestones": [100]}))
+    assert "amp=fp16 on the CPU runs float16 arithmetic the CPU emulates" in capsys.readouterr().err
+    train(small_config(att_packed, tmp_path / "bf16", amp="bf16", optim={"max_iters": 1, "milestones": [100]}))
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_sigterm_mid_run_leaves_a_loadable_checkpoint_and_the_rerun_resumes(att_packed: Path, tmp_path: Path):
     out = tmp_path / "term"
     args = [sys.executable, "-m", "faceverify.cli", "train", f"out={out}", f"data.source={att_packed}",
