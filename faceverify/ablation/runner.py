@@ -26,10 +26,8 @@ from faceverify.ablation.protocol import (
     ensure_pack,
     evaluation_images,
     held_out_identity_keys,
-    holdout_identities,
     inner_fold,
     split_for,
-    validation_pairs,
 )
 from faceverify.ablation.report import write_reports
 from faceverify.ablation.spec import (
@@ -47,6 +45,7 @@ from faceverify.data.binsets import consecutive_folds
 from faceverify.data.lfw import PairsProtocol, identity_of_key, read_people
 from faceverify.data.locate import lfw_protocol_dir
 from faceverify.data.sources import open_training_data
+from faceverify.data.splits import holdout_identities, validation_pairs
 from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
 from faceverify.evaluation.embed import combine_flip, embed_arrays, embed_images
 from faceverify.evaluation.lfw_eval import EmbeddingSet, EvalConfig, evaluate_embeddings

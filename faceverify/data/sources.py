@@ -17,6 +17,7 @@ import torch
 
 from faceverify.data.packed import PackedFaces
 from faceverify.data.recordio import RecordFaces, is_recordio_folder
+from faceverify.data.splits import holdout_identities
 
 
 def open_training_data(source: str | Path, cache_dir: str | Path | None = None, encoded: bool = False,
@@ -89,9 +90,7 @@ class SubsetFaces:
 
 
 def holdout_subset(dataset, fraction: float, seed: int):
-    """``dataset`` without the validation identities :func:`~faceverify.ablation.protocol.holdout_identities`
+    """``dataset`` without the validation identities :func:`~faceverify.data.splits.holdout_identities`
     chooses (a fraction of those with two or more images)."""
-    from faceverify.ablation.protocol import holdout_identities
-
     held_out = holdout_identities(dataset.labels, fraction, seed)
     return SubsetFaces(dataset, held_out, f"{held_out.size} identities held out for validation")
