@@ -99,8 +99,13 @@ def test_recordio_data_and_bin_sets(stand_in, tmp_path: Path):
 
     assert load_checkpoint(out / "train" / "checkpoints" / "last.pt")["input_size"] == [112, 96]
     csv_path = record_row(result, tmp_path / "results")
-    text = csv_path.read_text()
-    assert "casia_C_center" in text and "lfw_accuracy" in text and "published_lfw" in text
+    from faceverify.results import read_rows
+
+    row = read_rows(csv_path)[-1]
+    assert row["recipe"] == "casia_C_center" and row["complete"] == "False" and row["data_kind"] == "recordio"
+    assert float(row["lfw_accuracy"]) == pytest.approx(result["benchmarks"]["lfw"]["accuracy"], abs=1e-6)
+    assert float(row["agedb_30_auc"]) == pytest.approx(result["benchmarks"]["agedb_30"]["auc"], abs=1e-6)
+    assert float(row["published_lfw"]) == pytest.approx(0.9928)  # Wen et al.'s model C
     assert "smoke runs" in (tmp_path / "results" / "reproduce.md").read_text()
 
 
