@@ -151,6 +151,3 @@ def warp_face(image: np.ndarray, matrix: np.ndarray, template: Template) -> np.n
     )
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, template: Template) -> np.ndarray:
-    """Landmarks ``[5, 2]`` in ``image`` pixels -> aligned crop ``[h, w, 3]``."""
-    return warp_face(image, similarity_transform(landmarks, template.points), template)

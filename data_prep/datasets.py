@@ -33,7 +33,6 @@ from faceverify.data.locate import DATA_ENV
 LFW_IMAGES = 13233
 LFW_PEOPLE = 5749
 LFW_IMAGE_FOLDERS = ("lfw-deepfunneled", "lfw_funneled", "lfw-funneled", "lfw")
-PROTOCOL_FILES = ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt")
 PEOPLE_FILES = ("people.txt", "peopleDevTrain.txt", "peopleDevTest.txt")
 # The official LFW website repository (umass-vis-lfw/umass-vis-lfw.github.io), pinned commit.
 LFW_SITE_RAW = (

@@ -92,5 +92,3 @@ def config_from_args(cls: type[T], args: argparse.Namespace, table: dict[str, st
     return merge(config, flags) if flags else config
 
 
-def flag_of(name: str) -> str:
-    return "--" + name.replace("_", "-")

@@ -39,13 +39,6 @@ def horizontal_flip(batch: torch.Tensor) -> torch.Tensor:
     return torch.flip(batch, dims=(3,))
 
 
-def random_horizontal_flip(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror each image of ``[B, C, H, W]`` with probability 1/2 (the paper's only augmentation)."""
-    flip = torch.rand(batch.shape[0], generator=generator, device="cpu") < 0.5
-    flip = flip.to(batch.device)
-    return torch.where(flip[:, None, None, None], torch.flip(batch, dims=(3,)), batch)
-
-
 # ----------------------------------------------------------------------------- fitting crops to a network
 def parse_hw(text: str) -> tuple[int, int]:
     """``"112x96"`` -> ``(112, 96)`` (height, width)."""

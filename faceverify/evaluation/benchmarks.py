@@ -172,10 +172,6 @@ def _shown(value: float | None, scale: float, digits: int) -> str:
     return f"{scale * value:.{digits}f}"
 
 
-def mean_accuracy(results: dict[str, dict]) -> float:
-    return float(np.mean([m["accuracy"] for m in results.values()])) if results else float("nan")
-
-
 def evaluate_embeddings_on_bins(embeddings_path: str | Path, bins: Sequence[str | Path], config: EvalConfig,
                                 out_dir: str | Path) -> dict[str, dict]:
     """``.bin`` sets scored from a saved embeddings file whose ``paths`` name the images as

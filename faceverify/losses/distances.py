@@ -51,8 +51,6 @@ DISTANCES: dict[str, Callable[..., torch.Tensor]] = {
     "squared_euclidean": squared_euclidean,
     "cosine_similarity": cosine_similarity,
 }
-# Similarities grow with closeness; distances shrink. Mining and losses need the direction.
-IS_SIMILARITY = {"euclidean": False, "squared_euclidean": False, "cosine_similarity": True}
 
 
 def get_distance(name: str) -> Callable[..., torch.Tensor]:
