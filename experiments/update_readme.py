@@ -186,16 +186,16 @@ def recipes_section() -> str:
     from faceverify.config import read_yaml
     from faceverify.reproduce import h200_estimate_hours, load_recipe, recipe_config
 
-    registry = read_yaml(ROOT / "experiments" / "configs" / "recipes.yaml")
+    registry = read_yaml(ROOT / "faceverify" / "recipes" / "recipes.yaml")
     lines = ["### Reproduction recipes", "",
-             "From `experiments/configs/recipes.yaml`; run with `faceverify reproduce NAME --train DATA ...`. The "
+             "From `faceverify/recipes/recipes.yaml`; run with `faceverify reproduce NAME --train DATA ...`. The "
              "H200 hours are the schedule's images over a training throughput: measured where `results/gpu/` "
              "holds one, otherwise the issue-13 target (an estimate, said so).", "",
              "| recipe | reproduces | network, input | schedule | published | H200 hours |", "|---|---|---|---|---|---|"]
     for name in registry:
         recipe = load_recipe(name)
         config, _ = recipe_config(recipe, [], cuda=True)
-        hours, basis = h200_estimate_hours(config)
+        hours, basis = h200_estimate_hours(config, ROOT / "results" / "gpu" / "train.csv")
         published = ", ".join(f"{k} {100 * v:.2f}" for k, v in recipe.published.items())
         schedule = f"{config.optim.max_iters // 1000}K x {config.data.batch_size}"
         estimate = f"{hours:.1f} ({'estimate' if 'not measured' in basis else 'measured'})" if hours else "n/a"

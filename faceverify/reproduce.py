@@ -1,7 +1,7 @@
 """``faceverify reproduce RECIPE --train DATA --out DIR``: a published result, end to end, in one command.
 
-1. **Recipe**: a name from ``experiments/configs/`` (e.g. ``casia_C_center``) or a YAML path, with
-   its published targets and final evaluation protocol from ``experiments/configs/recipes.yaml``.
+1. **Recipe**: a name from ``faceverify/recipes/`` (e.g. ``casia_C_center``) or a YAML path, with
+   its published targets and final evaluation protocol from ``faceverify/recipes/recipes.yaml``.
    On CUDA the defaults become bf16, channels_last and a periodic check of every benchmark; the
    ``key=value`` overrides come last.
 2. **Training data** (:func:`prepare_training_data`), whatever form the researcher holds:
@@ -22,13 +22,14 @@
 4. **Train** (resumable: re-run the same command), then **evaluate** the final checkpoint on every
    benchmark with the recipe's protocol, and write ``DIR/result.json`` and ``DIR/report.md``.
    ``complete`` is true only when the recipe ran as published: every iteration, no override
-   that changes the result. ``--record`` appends the row to ``results/reproduce/reproduce.csv``.
+   that changes the result. ``--record DIR`` appends the row to ``DIR/reproduce.csv``.
 
 Relative paths are taken from the working directory; everything is written under ``DIR``.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 import hashlib
 import json
 import time
@@ -66,7 +67,7 @@ from faceverify.evaluation.benchmarks import (
 )
 from faceverify.evaluation.lfw_eval import EvalConfig
 from faceverify.io import folder_overlap, write_json, write_text
-from faceverify.provenance import PACKAGE_ROOT, device_description
+from faceverify.provenance import device_description
 from faceverify.results import append_rows, csv_to_markdown, provenance
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
 from faceverify.training.distributed import resolve_device
@@ -75,8 +76,8 @@ from faceverify.training.stop import raise_if_stopped
 from faceverify.training.trainer import train
 from faceverify.locks import lock_output
 
-CONFIGS = PACKAGE_ROOT / "experiments" / "configs"
-RESULTS = PACKAGE_ROOT / "results" / "reproduce"
+# the recipes ship inside the package (package data), so a non-editable `pip install .` has them
+CONFIGS = Path(str(resources.files("faceverify") / "recipes"))
 # Training images/s of the whole Trainer step on one H200 that issue 13 sets as targets; used for
 # time estimates until results/gpu/train.csv holds measured figures.
 H200_TARGET_IMAGES_PER_S = {"face_resnet27": 10_000, "sphere20": 10_000, "iresnet50": 5_000}
@@ -96,7 +97,8 @@ class Recipe:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A recipe by name (``experiments/configs/<name>.yaml``) or by path, with its registry entry."""
+    """A recipe by name (``faceverify/recipes/<name>.yaml``, shipped with the package) or by path,
+    with its registry entry."""
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
         path = CONFIGS / f"{name_or_path}.yaml"
@@ -213,12 +215,12 @@ def prepare_benchmarks(lfw: Path | None, bin_dir: Path | None, template: str, wo
 
 
 # ----------------------------------------------------------------------------- time estimates
-def h200_estimate_hours(config: TrainConfig) -> tuple[float | None, str]:
-    """Hours for the schedule on one H200, from recorded GPU throughput if there is any (else the
-    target throughput, said so), and the basis of the figure."""
+def h200_estimate_hours(config: TrainConfig, measured: Path | None = None) -> tuple[float | None, str]:
+    """Hours for the schedule on one H200, from a recorded GPU throughput CSV if given
+    (``results/gpu/train.csv``, which only the checkout's scripts read: the library reads no
+    repository folder), else the target throughput (said so), and the basis of the figure."""
     images = config.optim.max_iters * config.data.batch_size
-    measured = PACKAGE_ROOT / "results" / "gpu" / "train.csv"
-    if measured.is_file():
+    if measured is not None and measured.is_file():
         from faceverify.results import read_rows
 
         rows = [r for r in read_rows(measured) if r.get("backbone") == config.model.backbone]
@@ -245,7 +247,7 @@ def recipe_config(recipe: Recipe, overrides: list[str], cuda: bool) -> tuple[Tra
 
 def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Path | None = None,
                   bin_dir: Path | None = None, overrides: list[str] | None = None, names: Path | None = None,
-                  record: bool = False, progress: bool = True, restart: bool = False) -> dict:
+                  record: Path | None = None, progress: bool = True, restart: bool = False) -> dict:
     """Prepare, train, evaluate and report one recipe into ``out`` (one reproduction per ``out``:
     a second one is refused while the first runs)."""
     out = Path(out).resolve()
@@ -257,7 +259,7 @@ def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pat
 
 
 def _run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Path | None, bin_dir: Path | None,
-                   overrides: list[str] | None, names: Path | None, record: bool, progress: bool,
+                   overrides: list[str] | None, names: Path | None, record: Path | None, progress: bool,
                    restart: bool) -> dict:
     started = time.perf_counter()
     work = out / "work"
@@ -313,8 +315,8 @@ def _run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pa
     print(benchmark_table(results, recipe.published), end="")
     print(f"{'complete' if complete else 'NOT complete (a smoke or altered run)'}: {out / 'result.json'}, "
           f"{out / 'report.md'}")
-    if record:
-        record_row(report)
+    if record is not None:
+        record_row(report, Path(record))
     return report
 
 
@@ -330,8 +332,9 @@ def render_report(report: dict, results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_row(report: dict, results_dir: Path = RESULTS) -> Path:
-    """Append the run to ``results/reproduce/reproduce.csv`` and regenerate ``reproduce.md``."""
+def record_row(report: dict, results_dir: Path) -> Path:
+    """Append the run to ``results_dir/reproduce.csv`` and regenerate ``reproduce.md`` (``--record DIR``;
+    the checkout's ``results/reproduce`` for a result of this project)."""
     row: dict[str, Any] = {
         "recipe": report["recipe"], "complete": report["complete"], "iterations": report["iterations"],
         "recipe_iterations": report["recipe_iterations"], "data_kind": report["data"]["kind"],

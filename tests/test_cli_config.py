@@ -11,7 +11,8 @@ from faceverify.cli import main
 from faceverify.config import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "experiments" / "configs"
+CONFIGS = REPO / "experiments" / "configs"  # ablation specs
+RECIPES = REPO / "faceverify" / "recipes"  # training recipes, shipped with the package
 
 
 def printed(capsys: pytest.CaptureFixture, argv: list[str], tmp_path: Path) -> dict:
@@ -31,12 +32,12 @@ def test_train_dotted_override_adds_a_term_and_keeps_softmax(capsys, tmp_path: P
 
 
 def test_train_replace_form_and_the_recipes_that_use_it(capsys, tmp_path: Path):
-    resolved = printed(capsys, ["train", str(CONFIGS / "casia_triplet.yaml"), "--print-config"], tmp_path)
+    resolved = printed(capsys, ["train", str(RECIPES / "casia_triplet.yaml"), "--print-config"], tmp_path)
     assert resolved["loss"]["terms"] == {"triplet": 1.0}
-    resolved = printed(capsys, ["train", str(CONFIGS / "casia_C_center.yaml"), "loss.terms=!replace {center: 1}",
+    resolved = printed(capsys, ["train", str(RECIPES / "casia_C_center.yaml"), "loss.terms=!replace {center: 1}",
                                 "--print-config"], tmp_path)
     assert resolved["loss"]["terms"] == {"center": 1.0}
-    resolved = printed(capsys, ["train", str(CONFIGS / "casia_C_center.yaml"), "loss.terms.softmax=0",
+    resolved = printed(capsys, ["train", str(RECIPES / "casia_C_center.yaml"), "loss.terms.softmax=0",
                                 "--print-config"], tmp_path)
     assert resolved["loss"]["terms"] == {"softmax": 0.0, "center": 0.003}  # weight 0 switches a term off
 
@@ -128,7 +129,8 @@ def test_train_config_as_first_argument_or_option_not_both(tmp_path: Path, capsy
     assert "once" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")) + sorted(RECIPES.glob("*.yaml")),
+                         ids=lambda p: p.stem)
 def test_every_committed_config_loads(path: Path):
     from faceverify.ablation.spec import load_spec
     from faceverify.config import load_config

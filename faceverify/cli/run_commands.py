@@ -112,7 +112,7 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce",
         help="reproduce a published result end to end: prepare the data, train the recipe, evaluate every benchmark",
-        description="RECIPE is a name from experiments/configs/ (casia_A_softmax, casia_B_contrastive, casia_C_center, "
+        description="RECIPE is a name from faceverify/recipes/ (casia_A_softmax, casia_B_contrastive, casia_C_center, "
         "ms1m_iresnet50_center, ms1m_iresnet50_arcface, ...) or a YAML path. --train is a RecordIO folder "
         "(faces_webface_112x112, faces_emore, ...), a packed folder, or an image tree (aligned here unless it "
         "holds faceverify's manifest.csv; with CASIA's names.txt the LFW identities are left out). Benchmarks: "
@@ -127,7 +127,8 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bin-dir", type=Path,
                    help="folder of .bin verification sets (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)")
     p.add_argument("--names", type=Path, help="CASIA-WebFace names.txt (default: TRAIN/names.txt if present)")
-    p.add_argument("--record", action="store_true", help="append the result to results/reproduce/reproduce.csv")
+    p.add_argument("--record", type=Path, metavar="DIR",
+                   help="append the result to DIR/reproduce.csv (results/reproduce in the checkout)")
     p.add_argument("--restart", action="store_true", help="move an earlier training run in OUT/train aside first")
     p.set_defaults(func=run_reproduce, takes_overrides=True)
 
