@@ -19,7 +19,7 @@ import torch
 from faceverify.data.images import read_rgb
 from faceverify.data.lfw import list_image_tree
 from faceverify.data.locate import lfw_images_dir
-from faceverify.model import FaceModel
+from faceverify.use.model import FaceModel
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import device_description
 from faceverify.results import append_rows, csv_to_markdown, provenance

@@ -13,13 +13,13 @@ __version__ = "0.1.0"
 __all__ = ["load_model", "FaceModel", "Verdict", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from faceverify.model import FaceModel, Verdict, load_model
+    from faceverify.use.model import FaceModel, Verdict, load_model
 
 
 def __getattr__(name: str) -> Any:
     # torch and MTCNN load only when the model API is used, not on `import faceverify`
     if name in ("load_model", "FaceModel", "Verdict"):
-        from faceverify import model
+        from faceverify.use import model
 
         return getattr(model, name)
     raise AttributeError(f"module 'faceverify' has no attribute {name!r}")

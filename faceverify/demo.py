@@ -31,7 +31,7 @@ from faceverify.ablation.runner import run_ablation
 from faceverify.ablation.spec import AblationSpec, validate
 from faceverify.data.lfw import read_pairs, resolve_image_paths
 from faceverify.io import atomic_write, write_json
-from faceverify.model import Calibration, write_calibration
+from faceverify.use.model import Calibration, write_calibration
 from faceverify.results import append_rows, csv_to_markdown, read_rows
 from faceverify.locks import lock_output
 

@@ -71,7 +71,7 @@ from faceverify.provenance import device_description
 from faceverify.results import append_rows, csv_to_markdown, provenance
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
 from faceverify.training.distributed import resolve_device
-from faceverify.training.evaluate import load_backbone
+from faceverify.training.checkpoint_eval import load_backbone
 from faceverify.training.stop import raise_if_stopped
 from faceverify.training.trainer import train
 from faceverify.locks import lock_output

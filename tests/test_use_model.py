@@ -15,7 +15,7 @@ import pytest
 import faceverify
 from faceverify.cli import main
 from faceverify.data.lfw import read_pairs
-from faceverify.model import Calibration, calibration_path, file_sha256, load_model, write_calibration
+from faceverify.use.model import Calibration, calibration_path, file_sha256, load_model, write_calibration
 from faceverify.training.trainer import train
 from tests.training.conftest import small_config
 
@@ -167,7 +167,7 @@ def test_a_template_other_than_the_models_is_refused(checkpoint: Path, photos, c
 
 # ----------------------------------------------------------------------------- many photos
 def test_verify_pairs_csv_embeds_each_photo_once_and_records_failures(photos, tmp_path: Path, monkeypatch):
-    from faceverify.model import FaceModel
+    from faceverify.use.model import FaceModel
 
     seen = []
     original = FaceModel.faces_many
@@ -195,7 +195,7 @@ def test_verify_pairs_csv_embeds_each_photo_once_and_records_failures(photos, tm
 
 
 def test_embed_resumes_after_a_kill_to_the_same_result(checkpoint: Path, mini_lfw, tmp_path: Path, monkeypatch):
-    from faceverify import photos as photos_module
+    from faceverify.use import photos as photos_module
 
     args = ["embed", str(mini_lfw.images), "--model", str(checkpoint), "--device", "cpu", "--chunk", "25"]
     out = tmp_path / "emb.npz"
@@ -387,7 +387,7 @@ def test_a_truncated_model_and_an_export_into_a_folder_are_one_line(checkpoint: 
 
 
 def test_a_resumed_embed_embeds_a_photo_fixed_since_again(photos, tmp_path: Path, monkeypatch):
-    from faceverify import photos as photos_module
+    from faceverify.use import photos as photos_module
 
     (tmp_path / "p").mkdir()
     shutil.copy(photos["obama"], tmp_path / "p" / "a.jpg")

@@ -53,7 +53,7 @@ from faceverify.evaluation.retrieval import map_at_r, recall_at_k
 from faceverify.provenance import device_description
 from faceverify.results import append_rows, provenance, read_rows
 from faceverify.training.distributed import resolve_device
-from faceverify.training.evaluate import load_backbone
+from faceverify.training.checkpoint_eval import load_backbone
 from faceverify.training.stop import raise_if_stopped
 from faceverify.training.trainer import NonFiniteLossError, train
 from faceverify.locks import lock_output

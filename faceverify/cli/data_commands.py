@@ -171,7 +171,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"wrote {summary['pairs']} pairs ({summary['images']} images, {summary['folds']} fold(s) in the "
               f"pairs file) to {args.paths[2]}")
         return 0
-    from faceverify.export import export_model
+    from faceverify.use.model_export import export_model
 
     if len(args.paths) != 1:
         raise UsageError("usage: faceverify export CKPT OUT --format torchscript|onnx")

@@ -70,7 +70,7 @@ def run_eval(args: argparse.Namespace) -> int:
     pairs = read_pairs(pairs_path)
     check_folds(config.folds, pairs.n_folds)
     if args.checkpoint is not None:
-        from faceverify.training.evaluate import evaluate_checkpoint
+        from faceverify.training.checkpoint_eval import evaluate_checkpoint
 
         if args.lfw is None:
             raise UsageError("--checkpoint needs --lfw ALIGNED_LFW_DIR")
@@ -86,7 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _calibrate(checkpoint: Path, metrics: dict, config, pairs_path: Path) -> None:
     """Keep the evaluation's threshold beside the checkpoint when verify would score the same way."""
-    from faceverify.model import calibration_from_metrics, write_calibration
+    from faceverify.use.model import calibration_from_metrics, write_calibration
 
     if config.metric != "cosine" or config.pca or config.subtract_mean or config.folds:
         print("no threshold calibrated: verify scores by cosine on all folds without PCA or mean subtraction")
@@ -110,7 +110,7 @@ def _run_eval_bins(args: argparse.Namespace, config) -> int:
         raise UsageError("--folds applies to a pairs file; .bin sets are always scored on all their folds")
     if args.checkpoint is not None:
         from faceverify.training.distributed import resolve_device
-        from faceverify.training.evaluate import check_aligned_tree, load_backbone
+        from faceverify.training.checkpoint_eval import check_aligned_tree, load_backbone
 
         device = resolve_device(args.device or "auto")
         model, input_size, _ = load_backbone(args.checkpoint, device)

@@ -22,7 +22,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from faceverify.model import load_model
+    from faceverify.use.model import load_model
 
     model = load_model(args.model, device=args.device, policy=args.policy)
     if args.template and model.kind != "dlib" and model.template != args.template:
@@ -51,7 +51,7 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     if args.pairs is not None:
-        from faceverify.photos import verify_pairs
+        from faceverify.use.photos import verify_pairs
 
         if args.photos or args.out is None:
             raise UsageError("usage: faceverify verify --pairs PAIRS.csv --model M --out RESULTS.csv")
@@ -95,7 +95,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
 
 def run_embed(args: argparse.Namespace) -> int:
     from faceverify.io import check_writable_dir
-    from faceverify.photos import embed_photos
+    from faceverify.use.photos import embed_photos
 
     if args.chunk < 1:
         raise UsageError(f"--chunk must be >= 1, got {args.chunk}")

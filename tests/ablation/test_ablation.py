@@ -215,7 +215,7 @@ def test_demo_end_to_end_on_an_lfw_style_folder(att_protocol, tmp_path: Path, ca
     assert "train:" in captured.err  # a progress bar while it trains
     assert "In context: trained on LFW alone" in captured.out and "99.28%" in captured.out
     # the model it leaves behind, with its threshold from the other nine folds
-    from faceverify.model import load_model
+    from faceverify.use.model import load_model
 
     model = load_model(tmp_path / "demo" / "model.pt", device="cpu")
     assert model.calibration is not None and model.calibration.threshold == pytest.approx(result["threshold"])

@@ -1,6 +1,6 @@
 """``faceverify export CKPT OUT --format torchscript|onnx``: the network and its metadata in one file.
 
-The metadata (``faceverify.model.MODEL_FORMAT``: input size, template, normalisation, embedding
+The metadata (``faceverify.use.model.MODEL_FORMAT``: input size, template, normalisation, embedding
 size, flip policy, calibration, source checkpoint, commit) travels inside the file — a TorchScript
 extra file ``faceverify.json``, or the ONNX model's ``metadata_props["faceverify"]`` — so
 ``faceverify verify --model OUT`` and ``faceverify.load_model(OUT)`` use an export exactly as the
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from faceverify.io import atomic_write, check_not_an_input
-from faceverify.model import FaceModel, ModelError, calibration_path, export_metadata, load_model
+from faceverify.use.model import FaceModel, ModelError, calibration_path, export_metadata, load_model
 
 Format = Literal["torchscript", "onnx"]
 

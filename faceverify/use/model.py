@@ -382,7 +382,7 @@ def load_model(path_or_name: str | Path, device: str | torch.device = "auto", po
 
 def _load_checkpoint(path: Path, device: torch.device, policy: str) -> FaceModel:
     from faceverify.training.checkpoint import CheckpointError
-    from faceverify.training.evaluate import load_backbone
+    from faceverify.training.checkpoint_eval import load_backbone
 
     try:
         network, input_size, config = load_backbone(path, device)
