@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.options import PACK_FLAGS, PackConfig, parse_size  # noqa: F401 - the options live there
-from data_prep.prepare import read_manifest
+from data_prep.manifest import read_manifest
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.data.packed import write_packed
 from faceverify.io import folder_overlap

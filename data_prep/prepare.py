@@ -34,16 +34,9 @@ recorded as ``fallback``; with ``skip`` they stay ``no_face`` and get no crop. A
 
 from __future__ import annotations
 
-import csv
-import errno
-import hashlib
-import json
-import os
 import time
-import zlib
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -52,183 +45,33 @@ import numpy as np
 
 from data_prep.align import Template, alignment_residual, get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
+from data_prep.inputs import (  # noqa: F401 - part of the alignment API
+    RESULT_SETTINGS,
+    RUN_FILE,
+    Source,
+    check_separate,
+    check_settings,
+    list_sources,
+    read_landmarks_file,
+    result_settings,
+)
+from data_prep.journal import Journal
+from data_prep.manifest import (  # noqa: F401 - read_manifest, MANIFEST_COLUMNS: part of the alignment API
+    LANDMARK_COLUMNS,
+    MANIFEST_COLUMNS,
+    STATUSES,
+    AlignmentError,
+    read_manifest,
+    write_manifest,
+)
 from data_prep.options import ALIGN_FLAGS, AlignConfig  # noqa: F401 - the options live there
-from faceverify.config import changed_keys, to_dict
+from faceverify.config import to_dict
 from faceverify.data.images import UnreadableImageError, read_rgb
-from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.locks import lock_output
-from faceverify.io import atomic_write, check_writable_dir, folder_overlap, move_aside, write_bytes, write_json
+from faceverify.io import check_writable_dir, move_aside, write_bytes, write_json
 from faceverify.progress import progress_bar
 
-STATUSES = ("ok", "fallback", "no_face", "unreadable")
-LANDMARK_COLUMNS = [f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")]
-MANIFEST_COLUMNS = [
-    "src", "dst", "identity", "status", "reason", "score", "n_faces",
-    *LANDMARK_COLUMNS, "width", "height", "residual", "src_bytes", "src_mtime_ns",
-]
 JOURNAL = ".journal.csv"
-RUN_FILE = ".align_run.json"
-# AlignConfig keys whose values change the crops; the others (device, batch_size, workers, limit)
-# change only speed or how much is done, and may differ between runs into the same DST.
-RESULT_SETTINGS = ("template", "scale", "on_fail", "landmarks_for", "policy", "ext", "thresholds",
-                   "min_face_size", "max_side")
-
-
-@dataclass
-class Source:
-    rel: str  # path relative to SRC, forward slashes
-    identity: str
-    dst_rel: str
-    unusable: str = ""  # why this file cannot be aligned at all (e.g. a line break in its name)
-
-    def fingerprint(self, src: Path) -> tuple[str, str]:
-        """(size in bytes, modification time in ns) of the source file: cheap, and changes when
-        the file is replaced."""
-        try:
-            info = os.stat(src / self.rel)
-        except OSError:
-            return "", ""
-        return str(info.st_size), str(info.st_mtime_ns)
-
-
-class AlignmentError(ValueError):
-    """Bad input to the alignment run (empty source, malformed landmarks file, ...)."""
-
-
-def list_sources(src: Path, ext: str) -> tuple[list[Source], dict]:
-    """Every image file under ``src/<identity>/`` (sorted) and what was left out, with why."""
-    if not src.is_dir():
-        raise AlignmentError(f"source folder {src} does not exist")
-    sources: list[Source] = []
-    ignored: list[str] = []
-    unusable: list[str] = []
-    empty_identities: list[str] = []
-    taken: set[str] = set()
-    for identity in sorted(os.listdir(src)):
-        folder = src / identity
-        if identity.startswith("."):
-            continue
-        if _dangling(folder):
-            unusable.append(f"{identity}: {_dangling(folder)}")
-            continue
-        if not folder.is_dir():
-            ignored.append(identity)
-            continue
-        files = []
-        for f in sorted(os.listdir(folder)):
-            if f.startswith("."):
-                continue
-            if _dangling(folder / f):
-                unusable.append(f"{identity}/{f}: {_dangling(folder / f)}")
-            elif (folder / f).is_file():
-                files.append(f)
-        images = [f for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-        ignored += [f"{identity}/{f}" for f in files if f not in images]
-        if not images:
-            empty_identities.append(identity)
-        for name in images:
-            stem, original_ext = os.path.splitext(name)
-            dst_rel = f"{identity}/{stem}.{ext}"
-            if dst_rel in taken:  # a.jpg and a.png in one folder: keep both, distinctly named
-                dst_rel = f"{identity}/{stem}_{original_ext.lstrip('.').lower()}.{ext}"
-            taken.add(dst_rel)
-            rel = f"{identity}/{name}"
-            # crops are listed one per line in packs' paths.txt: a line break cannot be kept
-            bad_name = "file name contains a line break; rename it" if "\n" in rel or "\r" in rel else ""
-            sources.append(Source(rel, identity, dst_rel, bad_name))
-    if not sources:
-        raise AlignmentError(
-            f"no images found under {src}; expected {src}/<identity>/<image> with one of "
-            f"{', '.join(IMAGE_EXTENSIONS)}"
-        )
-    return sources, {"ignored_files": ignored, "empty_identity_folders": empty_identities,
-                     "unusable_entries": unusable}
-
-
-def _dangling(path: Path) -> str:
-    """Why a symbolic link leads nowhere (a loop, a missing target), or ``""``."""
-    if not os.path.islink(path):
-        return ""
-    try:
-        os.stat(path)
-    except OSError as err:
-        return "symbolic link loop" if err.errno == errno.ELOOP else f"broken symbolic link ({err.strerror})"
-    return ""
-
-
-def check_separate(src: Path, dst: Path) -> None:
-    """Refuse a DST that is SRC, lies inside SRC, or contains it (before anything is written)."""
-    overlap = folder_overlap(src, dst)
-    if overlap == "same":
-        raise AlignmentError(f"DST {dst} is the source folder itself: the crops would overwrite the photos; "
-                             "choose another DST")
-    if overlap == "inside":
-        raise AlignmentError(f"DST {dst} lies inside the source folder {src}: the crops would mix with the "
-                             "photos; choose a DST outside it")
-    if overlap == "contains":
-        raise AlignmentError(f"the source folder {src} lies inside DST {dst}: the crops would be written "
-                             "among the photos; choose a DST outside it")
-
-
-def result_settings(config: AlignConfig) -> dict:
-    """The recorded settings that decide the crops (see ``RESULT_SETTINGS``)."""
-    values = to_dict(config)
-    settings = {key: values[key] for key in RESULT_SETTINGS if key in values}
-    settings["on_fail"] = config.resolved_on_fail()
-    if config.landmarks_file:
-        settings["landmarks_sha256"] = hashlib.sha256(Path(config.landmarks_file).read_bytes()).hexdigest()
-    else:
-        settings["landmarks_sha256"] = ""
-    return settings
-
-
-def check_settings(dst: Path, settings: dict) -> None:
-    """Refuse to continue a run in ``dst`` that was made with other crop-deciding settings."""
-    run_file = dst / RUN_FILE
-    recorded: dict | None = None
-    if run_file.is_file():
-        recorded = json.loads(run_file.read_text(encoding="utf-8")).get("settings")
-    elif (dst / "summary.json").is_file():  # a DST written before settings were recorded
-        old = json.loads((dst / "summary.json").read_text(encoding="utf-8")).get("config", {})
-        recorded = {key: old[key] for key in settings if key in old}
-        recorded["on_fail"] = old.get("on_fail") if old.get("on_fail") not in (None, "default") else \
-            ("skip" if old.get("purpose") == "train" else "center")
-    if recorded is None:
-        return
-    problems = changed_keys(recorded, {k: v for k, v in settings.items() if k in recorded})
-    if problems:
-        raise AlignmentError(
-            f"{dst} holds crops made with other settings, so this run cannot continue it:\n  "
-            + "\n  ".join(problems) + "\nRe-run with the old settings, choose another DST, or add --restart "
-            f"(Python: restart=True) to move {dst} aside to {dst}.old-<time> and start over."
-        )
-
-
-def read_landmarks_file(path: str | Path) -> dict[str, np.ndarray]:
-    """``relpath x1 y1 ... x5 y5`` per line -> ``{relpath: [5, 2]}``; errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise AlignmentError(f"landmarks file {path} does not exist")
-    out: dict[str, np.ndarray] = {}
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            fields = line.split()
-            if len(fields) != 11:
-                raise AlignmentError(
-                    f"{path} line {lineno}: expected 'relpath x1 y1 ... x5 y5' (11 fields), got {len(fields)}"
-                )
-            try:
-                values = np.array([float(v) for v in fields[1:]], dtype=np.float64)
-            except ValueError:
-                raise AlignmentError(f"{path} line {lineno}: landmark coordinates must be numbers") from None
-            if not np.all(np.isfinite(values)):
-                raise AlignmentError(f"{path} line {lineno}: landmark coordinates must be finite")
-            out[fields[0].replace("\\", "/")] = values.reshape(5, 2)
-    return out
-
-
 def _row(source: Source, status: str, reason: str, **values: object) -> dict[str, str]:
     row = {c: "" for c in MANIFEST_COLUMNS}
     row.update(src=source.rel, identity=source.identity, status=status, reason=reason)
@@ -254,59 +97,6 @@ def _write_image_atomic(path: Path, rgb: np.ndarray, ext: str) -> None:
     if not ok:
         raise OSError(f"could not encode {path}")
     write_bytes(path, encoded.tobytes())
-
-
-class Journal:
-    """Append-only record of finished images.
-
-    Each line carries a CRC32 of its fields, so a line torn by a kill mid-write is recognised
-    and dropped on the next run (its image is simply redone).
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: dict[str, dict[str, str]] = {}
-        if path.is_file():
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, None)
-                if header == MANIFEST_COLUMNS + ["crc"]:
-                    for fields in reader:
-                        if len(fields) == len(MANIFEST_COLUMNS) + 1 and fields[-1] == self._crc(fields[:-1]):
-                            row = dict(zip(MANIFEST_COLUMNS, fields))
-                            self.rows[row["src"]] = row
-        # rewrite a clean journal so a torn line never sits in the middle of the file
-        self.rewrite()
-        self._handle = open(path, "a", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._handle)
-
-    def rewrite(self) -> None:
-        with atomic_write(self.path, newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(MANIFEST_COLUMNS + ["crc"])
-            for row in self.rows.values():
-                fields = [row[c] for c in MANIFEST_COLUMNS]
-                writer.writerow(fields + [self._crc(fields)])
-
-    @staticmethod
-    def _crc(fields: list[str]) -> str:
-        return format(zlib.crc32("\x1f".join(fields).encode("utf-8")), "08x")
-
-    def append(self, row: dict[str, str]) -> None:
-        fields = [row[c] for c in MANIFEST_COLUMNS]
-        self._writer.writerow(fields + [self._crc(fields)])
-        self._handle.flush()
-        self.rows[row["src"]] = row
-
-    def rewrite_open(self) -> None:
-        """Rewrite the journal from ``rows`` while it is open for appending (after rows were dropped)."""
-        self._handle.close()
-        self.rewrite()
-        self._handle = open(self.path, "a", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._handle)
-
-    def close(self) -> None:
-        self._handle.close()
 
 
 def _done(row: dict[str, str] | None, dst: Path, fingerprint: tuple[str, str]) -> bool:
@@ -439,7 +229,7 @@ def _align_locked(src: Path, dst: Path, config: AlignConfig, detector: FaceDetec
     finally:
         journal.close()
     rows = [journal.rows[s.rel] for s in sources]
-    _write_manifest(dst / "manifest.csv", rows)
+    write_manifest(dst / "manifest.csv", rows)
     listing["removed_crops_of_vanished_sources"] = removed
     if moved is not None:
         listing["previous_run_moved_to"] = str(moved)
@@ -566,39 +356,3 @@ def _apply_fallback(sources, journal: Journal, on_fail: str, template: Template,
         "mean_relative_landmarks": mean_relative.round(5).tolist(),
         "from_detected_faces": len(detected),
     }
-
-
-def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
-    with atomic_write(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        for row in sorted(rows, key=lambda r: r["src"]):
-            writer.writerow(row)
-
-
-MANIFEST_REQUIRED = ("src", "dst", "identity", "status")
-
-
-def read_manifest(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a ``manifest.csv`` written by :func:`align_tree`.
-
-    Raises:
-        AlignmentError: a missing column or a row with the wrong number of fields; the message
-            names the file and the line.
-    """
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise AlignmentError(f"{path} line 1: empty manifest, expected a header")
-        missing = [c for c in MANIFEST_REQUIRED if c not in header]
-        if missing:
-            raise AlignmentError(f"{path} line 1: manifest header lacks {', '.join(missing)}")
-        rows = []
-        for fields in reader:
-            if len(fields) != len(header):
-                raise AlignmentError(f"{path} line {reader.line_num}: expected {len(header)} fields, "
-                                     f"got {len(fields)}")
-            rows.append(dict(zip(header, fields)))
-        return rows
