@@ -28,7 +28,8 @@ from faceverify.data.images import read_rgb
 from faceverify.data.lfw import list_image_tree
 from faceverify.data.locate import lfw_images_dir
 from faceverify.data.packed import PackedFaces, collate_batch, write_packed_array
-from faceverify.data.recordio import RecordFaces, decode_batch_on_gpu, write_recordio
+from faceverify.data.recordio import write_recordio
+from faceverify.data.recordio_dataset import RecordFaces, decode_batch_on_gpu
 from faceverify.data.samplers import ShuffledBatchSampler
 from faceverify.provenance import device_description
 from faceverify.results import append_rows, csv_to_markdown, provenance

@@ -1,4 +1,7 @@
-"""insightface / MXNet RecordIO training sets, read and written in pure Python and NumPy.
+"""insightface / MXNet RecordIO training sets: a pack folder opened and checked (:class:`RecordIOFolder`).
+
+The byte format lives in :mod:`faceverify.data.recordio_format`, the training dataset in
+:mod:`faceverify.data.recordio_dataset`.
 
 The packs face training sets circulate in today (``faces_webface_112x112`` = CASIA-WebFace,
 ``faces_emore`` = MS1MV2, ``ms1m-retinaface-t1``) are a folder with
@@ -32,196 +35,34 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Literal, Sequence
 
-import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
-from faceverify.io import atomic_write, write_text
+
+from faceverify.data.recordio_format import (  # noqa: F401 - the format's names, re-exported for readers of packs
+    IR_FORMAT,
+    IR_SIZE,
+    MAGIC,
+    IRHeader,
+    Layout,
+    RecordIOError,
+    decode_image,
+    encode_image,
+    encode_record,
+    iter_images,
+    pack_ir,
+    read_index,
+    read_index_lines,
+    read_record,
+    scan_offsets,
+    unpack_ir,
+    write_index,
+    write_recordio,
+)
+from faceverify.io import atomic_write
 from faceverify.progress import progress_bar
 
-MAGIC = 0xCED7230A
-_MAGIC_BYTES = struct.pack("<I", MAGIC)
-IR_FORMAT = "<IfQQ"
-IR_SIZE = struct.calcsize(IR_FORMAT)  # 24
-Layout = Literal["legacy", "builder"]
 
-
-class RecordIOError(ValueError):
-    """A RecordIO file that cannot be read as one; the message names the file, record and offset."""
-
-
-# ----------------------------------------------------------------------------- framing
-def encode_record(payload: bytes) -> bytes:
-    """dmlc framing of one record, split where the magic word sits 4-byte aligned in ``payload``."""
-    if len(payload) >= 1 << 29:
-        raise RecordIOError(f"a record holds at most 2^29 - 1 bytes, got {len(payload)}")
-    out = bytearray()
-    start = 0
-    aligned_end = len(payload) - len(payload) % 4
-    for i in range(0, aligned_end, 4):
-        if payload[i : i + 4] == _MAGIC_BYTES:
-            flag = 1 if start == 0 else 2
-            out += _MAGIC_BYTES + struct.pack("<I", flag << 29 | (i - start)) + payload[start:i]
-            start = i + 4
-    flag = 3 if start else 0
-    tail = payload[start:]
-    out += _MAGIC_BYTES + struct.pack("<I", flag << 29 | len(tail)) + tail
-    out += b"\0" * (-len(payload) % 4)
-    return bytes(out)
-
-
-def _read_at(source: BinaryIO | int, offset: int, size: int) -> bytes:
-    """``size`` bytes at ``offset`` from a file object, or from a file descriptor with ``os.pread``
-    (which moves no shared position, so threads may read one descriptor at once)."""
-    if isinstance(source, int):
-        return os.pread(source, size, offset)
-    source.seek(offset)
-    return source.read(size)
-
-
-def read_record(source: BinaryIO | int, offset: int, path: Path | str = "", key: int | str = "?") -> bytes:
-    """The payload of the record starting at byte ``offset`` (its parts rejoined); ``source`` is
-    a binary file object or a file descriptor."""
-    parts: list[bytes] = []
-    position = offset
-    while True:
-        header = _read_at(source, position, 8)
-        if len(header) < 8:
-            raise RecordIOError(f"{path}: record {key} at byte {position}: file ends inside the record header "
-                                "(truncated file)")
-        magic, lrec = struct.unpack("<II", header)
-        if magic != MAGIC:
-            raise RecordIOError(f"{path}: record {key} at byte {position}: found 0x{magic:08x} where the "
-                                f"RecordIO magic 0x{MAGIC:08x} belongs (corrupt file, or a wrong index)")
-        flag, length = lrec >> 29, lrec & ((1 << 29) - 1)
-        if flag > 3 or (not parts and flag == 2) or (not parts and flag == 3) or (parts and flag in (0, 1)):
-            raise RecordIOError(f"{path}: record {key} at byte {position}: part flag {flag} out of sequence")
-        padded = length + (-length % 4)
-        data = _read_at(source, position + 8, padded)
-        if len(data) < padded:
-            raise RecordIOError(f"{path}: record {key} at byte {position}: needs {padded} payload bytes, "
-                                f"the file ends after {len(data)} (truncated file)")
-        parts.append(data[:length])
-        position += 8 + padded
-        if flag in (0, 3):
-            return _MAGIC_BYTES.join(parts)
-
-
-def scan_offsets(path: Path, progress: bool = True) -> list[int]:
-    """Byte offset of every record, found by walking the file's headers (no payload is read)."""
-    offsets: list[int] = []
-    size = path.stat().st_size
-    with open(path, "rb") as handle, progress_bar(total=size, unit="B", unit_scale=True,
-                                                  desc=f"index {path.name}", enabled=progress) as bar:
-        position = 0
-        in_record = False
-        while position < size:
-            header = handle.read(8)
-            if len(header) < 8:
-                raise RecordIOError(f"{path}: record {len(offsets)} at byte {position}: truncated header")
-            magic, lrec = struct.unpack("<II", header)
-            if magic != MAGIC:
-                raise RecordIOError(f"{path}: record {len(offsets)} at byte {position}: found 0x{magic:08x} "
-                                    f"where the RecordIO magic belongs (corrupt file)")
-            flag, length = lrec >> 29, lrec & ((1 << 29) - 1)
-            if not in_record:
-                offsets.append(position)
-            in_record = flag in (1, 2)
-            step = 8 + length + (-length % 4)
-            if position + step > size:
-                raise RecordIOError(f"{path}: record {len(offsets) - 1} at byte {position}: needs {step} bytes, "
-                                    f"the file ends after {size - position} (truncated file)")
-            handle.seek(step - 8, os.SEEK_CUR)
-            position += step
-            bar.update(step)
-    return offsets
-
-
-def read_index_lines(path: Path) -> Iterator[tuple[int, int, int]]:
-    """``(line number, key, offset)`` of every ``key<TAB>offset`` line of a ``.idx`` file."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) != 2 or not all(f.isdigit() for f in fields):
-                raise RecordIOError(f"{path} line {lineno}: expected 'key<TAB>offset', got {line.strip()!r}")
-            yield lineno, int(fields[0]), int(fields[1])
-
-
-def read_index(path: Path) -> dict[int, int]:
-    """``key -> offset`` from a ``.idx`` file; a key given twice is refused (naming both lines):
-    the legacy layout would read another record's image under a label, the builder drop one."""
-    index: dict[int, int] = {}
-    lines: dict[int, int] = {}
-    for lineno, key, offset in read_index_lines(path):
-        if key in index:
-            raise RecordIOError(f"{path} line {lineno}: key {key} again (first on line {lines[key]}); an index "
-                                "names each record once (a corrupt or concatenated train.idx; delete it to rebuild)")
-        index[key], lines[key] = offset, lineno
-    if not index:
-        raise RecordIOError(f"{path}: empty index")
-    return index
-
-
-def write_index(path: Path, offsets: Sequence[int]) -> None:
-    with atomic_write(path) as handle:
-        handle.writelines(f"{key}\t{offset}\n" for key, offset in enumerate(offsets))
-
-
-# ----------------------------------------------------------------------------- IRHeader
-@dataclass(frozen=True)
-class IRHeader:
-    flag: int
-    label: float | np.ndarray  # a scalar, or the flag's float32 labels
-    id: int
-    id2: int
-
-
-def pack_ir(label: float | Sequence[float], image: bytes, id_: int = 0, id2: int = 0) -> bytes:
-    """MXNet ``recordio.pack``: a scalar label in the header, or ``n`` labels before the image."""
-    if np.ndim(label) == 0:
-        return struct.pack(IR_FORMAT, 0, float(label), id_, id2) + image
-    values = np.asarray(label, dtype=np.float32).reshape(-1)
-    return struct.pack(IR_FORMAT, values.size, 0.0, id_, id2) + values.tobytes() + image
-
-
-def unpack_ir(record: bytes, path: Path | str = "", key: int | str = "?") -> tuple[IRHeader, bytes]:
-    """MXNet ``recordio.unpack``: ``(header, image bytes)``."""
-    if len(record) < IR_SIZE:
-        raise RecordIOError(f"{path}: record {key}: {len(record)} bytes, too short for an IRHeader")
-    flag, label, id_, id2 = struct.unpack(IR_FORMAT, record[:IR_SIZE])
-    rest = record[IR_SIZE:]
-    if flag > 0:
-        if len(rest) < 4 * flag:
-            raise RecordIOError(f"{path}: record {key}: header announces {flag} labels, the record is too short")
-        values = np.frombuffer(rest[: 4 * flag], dtype="<f4").copy()
-        return IRHeader(flag, values, id_, id2), rest[4 * flag :]
-    return IRHeader(flag, float(label), id_, id2), rest
-
-
-def decode_image(data: bytes, path: Path | str = "", key: int | str = "?") -> np.ndarray:
-    """Encoded JPEG/PNG -> uint8 RGB ``[H, W, 3]``."""
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise RecordIOError(f"{path}: record {key}: the payload is not a decodable image ({len(data)} bytes)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def encode_image(rgb: np.ndarray, encoding: Literal["jpg", "png"] = "jpg", quality: int = 95) -> bytes:
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if encoding == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    ok, data = cv2.imencode(f".{encoding}", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise ValueError(f"could not encode an image of shape {rgb.shape} as {encoding}")
-    return data.tobytes()
-
-
-# ----------------------------------------------------------------------------- a dataset folder
 def is_recordio_folder(path: str | Path) -> bool:
     return (Path(path) / "train.rec").is_file()
 
@@ -470,190 +311,3 @@ class RecordIOFolder:
             os.close(self._fd)
 
 
-class EncodedBatch(list):
-    """A batch's encoded images (``bytes`` each) with their image ``indices`` and record ``keys``,
-    so that a payload the GPU cannot decode can be named and skipped."""
-
-    indices: list[int]
-    keys: list[int]
-
-
-def fill_skipped(images: list, labels: np.ndarray, failed: Sequence[int]) -> tuple[list, np.ndarray]:
-    """Each failed position of a batch takes a good image of the same batch (of the same label when
-    there is one, else the first good one with its label), so the batch keeps its size: shapes stay
-    static (compile, DDP, gathered heads) and the substitution is a function of the batch alone,
-    which keeps a resumed run identical. Raises RecordIOError when no image of the batch is good."""
-    bad = set(failed)
-    good = [i for i in range(len(images)) if i not in bad]
-    if not good:
-        raise RecordIOError(f"no image of a batch of {len(images)} decodes; run faceverify rec check on the data")
-    labels = np.array(labels, copy=True)
-    for position in failed:
-        same = [g for g in good if labels[g] == labels[position]]
-        source = same[0] if same else good[0]
-        images[position], labels[position] = images[source], labels[source]
-    return images, labels
-
-
-class RecordFaces(Dataset):
-    """A RecordIO folder as a training dataset of ``(uint8 [H, W, 3] tensor, label)``.
-
-    ``__getitems__`` decodes a whole batch (what the DataLoader calls with a batch sampler), in
-    the worker processes when ``data.workers > 0``; each worker opens its own file handle. A
-    record that cannot be read or decoded to the pack's crop size is skipped: its place in the
-    batch goes to another image of the batch (:func:`fill_skipped`) and the third element of the
-    batch names it (:meth:`RecordIOFolder.skip_note`), for the trainer to count and report.
-    """
-
-    def __init__(self, root: str | Path, progress: bool = True, cache_dir: str | Path | None = None,
-                 encoded: bool = False):
-        self.folder = RecordIOFolder(root, progress=progress, cache_dir=cache_dir)
-        self.encoded = encoded  # serve JPEG bytes for decoding on the GPU (decode_batch_on_gpu)
-        self.labels = self.folder.labels
-        self.root = self.folder.root
-
-    def __len__(self) -> int:
-        return len(self.folder)
-
-    @property
-    def num_classes(self) -> int:
-        return self.folder.num_classes
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.folder.image_size
-
-    @property
-    def fingerprint(self) -> str:
-        return self.folder.fingerprint()
-
-    def describe(self) -> str:
-        return self.folder.describe()
-
-    def skip_note(self, index: int, reason: str) -> dict:
-        return self.folder.skip_note(index, reason)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.folder.checked_image(index)), int(self.labels[index])
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor | EncodedBatch, torch.Tensor, list[dict]]:
-        """``(uint8 [B, H, W, 3] or EncodedBatch, labels [B], skipped records)``."""
-        idx = np.asarray(indices, dtype=np.int64)
-        items: list = []
-        failed: list[int] = []
-        skipped: list[dict] = []
-        for position, i in enumerate(idx.tolist()):
-            try:
-                items.append(self.folder.image_bytes(i) if self.encoded else self.folder.checked_image(i))
-            except RecordIOError as err:
-                items.append(None)
-                failed.append(position)
-                skipped.append(self.folder.skip_note(i, str(err)))
-        labels = self.labels[idx]
-        if failed:
-            items, labels = fill_skipped(items, labels, failed)
-        if self.encoded:
-            batch = EncodedBatch(items)
-            batch.indices, batch.keys = idx.tolist(), self.folder.image_keys[idx].tolist()
-            return batch, torch.from_numpy(labels), skipped
-        return torch.from_numpy(np.stack(items)), torch.from_numpy(labels), skipped
-
-
-def decode_batch_on_gpu(payloads: Sequence[bytes], device: torch.device | str) -> torch.Tensor:
-    """JPEG bytes -> uint8 RGB ``[B, H, W, 3]`` decoded on ``device`` (torchvision's nvJPEG decoder on
-    CUDA; the same call on the CPU decodes there, which is how the tests check it)."""
-    import warnings
-
-    with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        tensors = [torch.frombuffer(bytearray(p), dtype=torch.uint8) for p in payloads]
-        decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
-    return torch.stack(decoded).permute(0, 2, 3, 1).contiguous()
-
-
-def decode_batch_skipping(payloads: Sequence[bytes], labels: torch.Tensor, device: torch.device | str,
-                          size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
-    """:func:`decode_batch_on_gpu`, but a payload that does not decode (or not to ``size``) is
-    skipped: ``(uint8 [B, H, W, 3], labels [B], [(position, reason), ...])``, the failed positions
-    filled by :func:`fill_skipped`. The batch is decoded in one call; only when that fails is each
-    payload decoded alone to find the bad ones."""
-    try:
-        decoded = decode_batch_on_gpu(payloads, device)
-        if tuple(decoded.shape[1:3]) == tuple(size):
-            return decoded, labels, []
-    except RuntimeError:
-        pass
-    images: list = []
-    failed: list[tuple[int, str]] = []
-    for position, payload in enumerate(payloads):
-        try:
-            image = decode_batch_on_gpu([payload], device)[0]
-            if tuple(image.shape[:2]) != tuple(size):
-                raise RuntimeError(f"a {image.shape[0]}x{image.shape[1]} image, the pack's crops are {size[0]}x{size[1]}")
-            images.append(image)
-        except RuntimeError as err:
-            images.append(None)
-            failed.append((position, f"the payload is not a decodable image ({len(payload)} bytes): "
-                                     f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"))
-    images, filled = fill_skipped(images, labels.cpu().numpy(), [p for p, _ in failed])
-    return torch.stack(images), torch.from_numpy(filled), failed
-
-
-# ----------------------------------------------------------------------------- writing
-def write_recordio(out: str | Path, images: Iterable[np.ndarray | bytes], labels: Sequence[int],
-                   layout: Layout = "builder", encoding: Literal["jpg", "png"] = "jpg",
-                   image_size: tuple[int, int] | None = None, progress: bool = True) -> Path:
-    """Write ``out/train.rec``, ``train.idx`` and ``property`` in either layout.
-
-    ``images`` are uint8 RGB arrays (encoded here) or already-encoded bytes; ``labels`` are
-    class ids ``0..C-1``. The legacy layout needs the images grouped by label (each identity's
-    images contiguous), as insightface's packs are.
-    """
-    out = Path(out)
-    labels = np.asarray(labels, dtype=np.int64)
-    n = labels.size
-    classes = int(labels.max()) + 1 if n else 0
-    if layout == "legacy" and n and np.any(np.diff(labels) < 0):
-        raise ValueError("the legacy layout needs the images sorted by label (identity ranges)")
-    out.mkdir(parents=True, exist_ok=True)
-    offsets: list[int] = []
-    size = image_size
-    with atomic_write(out / "train.rec", "wb") as handle:
-        def put(payload: bytes) -> None:
-            offsets.append(handle.tell())
-            handle.write(encode_record(payload))
-
-        if layout == "legacy":
-            put(pack_ir([n + 1, n + 1 + classes], b""))
-        for i, image in enumerate(progress_bar(images, total=n, desc="rec", unit="img", enabled=progress)):
-            if i >= n:
-                raise ValueError(f"more images than the {n} labels")
-            if isinstance(image, np.ndarray):
-                size = size or (int(image.shape[0]), int(image.shape[1]))
-                data = encode_image(image, encoding)
-            else:
-                data = bytes(image)
-                size = size or tuple(decode_image(data).shape[:2])
-            label = float(labels[i])
-            put(pack_ir(label if layout == "builder" else [label, float(i)], data, id_=i + (layout == "legacy")))
-        if len(offsets) - (layout == "legacy") != n:
-            raise ValueError(f"{len(offsets) - (layout == 'legacy')} images for {n} labels")
-        if layout == "legacy":
-            for c in range(classes):
-                members = np.flatnonzero(labels == c)
-                start, end = (int(members[0]) + 1, int(members[-1]) + 2) if members.size else (0, 0)
-                put(pack_ir([start, end], b""))
-    write_index(out / "train.idx", offsets)
-    height, width = size or (0, 0)
-    write_text(out / "property", f"{classes},{height},{width}\n")
-    return out
-
-
-def iter_images(paths: Sequence[Path]) -> Iterator[np.ndarray]:
-    """Decode image files one at a time (for :func:`write_recordio`)."""
-    from faceverify.data.images import read_rgb
-
-    for path in paths:
-        yield read_rgb(path)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from faceverify.data.packed import PackedFaces
-from faceverify.data.recordio import RecordFaces, is_recordio_folder
+from faceverify.data.recordio import is_recordio_folder
+from faceverify.data.recordio_dataset import RecordFaces
 from faceverify.data.splits import holdout_identities
 
 

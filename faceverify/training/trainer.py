@@ -45,7 +45,8 @@ from torch.utils.data import DataLoader
 from faceverify.config import changed_keys, save_config, to_dict
 from faceverify.data.lfw import read_pairs
 from faceverify.data.packed import PackedFaces, collate_batch
-from faceverify.data.recordio import RecordFaces, RecordIOError, decode_batch_skipping
+from faceverify.data.recordio import RecordIOError
+from faceverify.data.recordio_dataset import RecordFaces, decode_batch_skipping
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
 from faceverify.data.sources import holdout_subset, open_training_data
 from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, to_network_input

@@ -17,10 +17,8 @@ from faceverify.cli import main
 from faceverify.data.packed import PackedFaces, collate_batch
 from faceverify.data.recordio import (
     MAGIC,
-    RecordFaces,
     RecordIOError,
     RecordIOFolder,
-    decode_batch_on_gpu,
     encode_image,
     encode_record,
     pack_ir,
@@ -28,6 +26,7 @@ from faceverify.data.recordio import (
     unpack_ir,
     write_recordio,
 )
+from faceverify.data.recordio_dataset import RecordFaces, decode_batch_on_gpu
 from faceverify.data.samplers import ShuffledBatchSampler
 from faceverify.data.transforms import fit_to_input
 

@@ -15,16 +15,15 @@ import torch
 from faceverify.cli import main
 from faceverify.data.packed import PackedFaces
 from faceverify.data.recordio import (
-    RecordFaces,
     RecordIOError,
     RecordIOFolder,
-    decode_batch_skipping,
     encode_image,
     encode_record,
     pack_ir,
     write_index,
     write_recordio,
 )
+from faceverify.data.recordio_dataset import RecordFaces, decode_batch_skipping
 from faceverify.data.samplers import ShuffledBatchSampler
 
 NOT_AN_IMAGE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4  # a JPEG's first bytes, then noise
