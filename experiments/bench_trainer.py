@@ -39,7 +39,8 @@ from faceverify.provenance import device_description
 from faceverify.results import append_rows, csv_to_markdown, provenance
 from faceverify.training.config import TrainConfig
 from faceverify.training.distributed import resolve_device
-from faceverify.training.trainer import Trainer, _backbone_parameter_groups
+from faceverify.training.build import _backbone_parameter_groups
+from faceverify.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {

@@ -55,7 +55,8 @@ from faceverify.results import append_rows, provenance, read_rows
 from faceverify.training.distributed import resolve_device
 from faceverify.training.checkpoint_eval import load_backbone
 from faceverify.training.stop import raise_if_stopped
-from faceverify.training.trainer import NonFiniteLossError, train
+from faceverify.training.nan_guard import NonFiniteLossError
+from faceverify.training.trainer import train
 from faceverify.locks import lock_output
 
 ROW_KEY = ("arm", "sweep_value", "trial", "seed", "fold")

@@ -39,6 +39,18 @@ def horizontal_flip(batch: torch.Tensor) -> torch.Tensor:
     return torch.flip(batch, dims=(3,))
 
 
+def step_flip(images: torch.Tensor, seed: int, step: int, world: int = 1, rank: int = 0) -> torch.Tensor:
+    """Mirror each image of this rank's ``[B, C, H, W]`` slice with probability 1/2 (the paper's only
+    augmentation): one mask for the global batch from ``(seed, step)`` alone, sliced by rank, so it
+    is resumable without saving a generator and identical to what one process draws for the whole
+    batch."""
+    local = images.shape[0]
+    rng = np.random.default_rng([seed, step])
+    flips = rng.random(local * world)[rank * local : (rank + 1) * local] < 0.5
+    mask = torch.from_numpy(flips).to(images.device)
+    return torch.where(mask[:, None, None, None], torch.flip(images, dims=(3,)), images)
+
+
 # ----------------------------------------------------------------------------- fitting crops to a network
 def parse_hw(text: str) -> tuple[int, int]:
     """``"112x96"`` -> ``(112, 96)`` (height, width)."""

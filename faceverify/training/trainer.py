@@ -27,126 +27,45 @@ What it guarantees:
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from faceverify.config import changed_keys, save_config, to_dict
-from faceverify.data.lfw import read_pairs
-from faceverify.data.packed import PackedFaces, collate_batch
-from faceverify.data.recordio import RecordIOError
-from faceverify.data.recordio_dataset import RecordFaces, decode_batch_skipping
-from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
+from faceverify.config import save_config, to_dict
+from faceverify.data.packed import collate_batch
+from faceverify.data.recordio_dataset import decode_batch_skipping
 from faceverify.data.sources import holdout_subset, open_training_data
-from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, to_network_input
-from faceverify.evaluation.benchmarks import benchmarks_from, check_benchmarks, evaluate_benchmark
-from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
-from faceverify.io import check_writable_dir, move_aside, write_json, write_text
-from faceverify.locks import OutputInUseError, OutputLock, lock_output
+from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, step_flip, to_network_input
+from faceverify.evaluation.benchmarks import benchmarks_from, check_benchmarks
+from faceverify.io import write_json, write_text
 from faceverify.losses.objective import Objective, ObjectiveOutput
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import git_commit
 from faceverify.training import distributed
 from faceverify.training.checkpoint import load_checkpoint, save_checkpoint
-from faceverify.training.config import RESUME_NEUTRAL, TrainConfig, upgrade_saved_config
+from faceverify.training.config import TrainConfig
 from faceverify.training.logging import MetricsLogger, progress_bar
 from faceverify.training.seed import rng_state, seed_everything, set_rng_state
+from faceverify.training.build import (
+    TrainStep,
+    build_optimizer,
+    build_sampler,
+)
+from faceverify.training.resume import check_resumable
+from faceverify.training.nan_guard import LossWindow
+from faceverify.training.output import lock_run_output
+from faceverify.training.state import TrainResult, TrainState
+from faceverify.training import skipped
+from faceverify.training.periodic_eval import evaluate_during_training
 
-# a run stops when more than this share of its images (and more than MIN_SKIPPED_LIMIT) cannot be decoded
-MAX_SKIPPED_FRACTION = 0.01
-MIN_SKIPPED_LIMIT = 100
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and the term(s)."""
-
-
-class ResumeMismatchError(ValueError):
-    """An output folder holds a run made with other settings or other data."""
-
-
-class TrainStep(nn.Module):
-    """Backbone + objective in one module, so DDP synchronises the loss parameters too."""
-
-    def __init__(self, backbone: nn.Module, objective: Objective, amp_dtype: torch.dtype | None):
-        super().__init__()
-        self.backbone = backbone
-        self.objective = objective
-        self.amp_dtype = amp_dtype
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
-        with torch.autocast(images.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            embeddings = self.backbone(images)
-        with torch.autocast(images.device.type, enabled=False):
-            return self.objective(embeddings.float(), labels)
-
-
-@dataclass
-class TrainState:
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    best_accuracy: float = -1.0
-    best_step: int = -1
-    seconds: float = 0.0  # training wall time over all runs of this output folder (resumes add up)
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    step: int
-    stopped_by_signal: bool
-    seconds: float  # this invocation
-    images_per_second: float
-    total_seconds: float  # over every invocation on this output folder (resumes add up)
-    last_values: dict[str, float] = field(default_factory=dict)
-    train_accuracy: float = float("nan")
-    best_accuracy: float = float("nan")
-
-
-def _backbone_parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """Weight decay on conv/linear weights and biases; none on PReLU slopes or norm layers
-    unless the config asks for it."""
-    decay, no_decay = [], []
-    for module in model.modules():
-        is_prelu = isinstance(module, nn.PReLU)
-        is_norm = isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))
-        for param in module.parameters(recurse=False):
-            if not param.requires_grad:
-                continue
-            skip = (is_prelu and not config.optim.decay_prelu) or (is_norm and not config.optim.decay_norm)
-            (no_decay if skip else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.optim.weight_decay, "name": "backbone"}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "backbone_no_decay"})
-    return groups
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Multiplier of the base learning rate at iteration ``step`` (warm-up x schedule)."""
-    optim = config.optim
-    if optim.schedule == "multistep":
-        factor = optim.gamma ** sum(step >= m for m in optim.milestones)
-    elif optim.schedule == "cosine":
-        factor = 0.5 * (1.0 + math.cos(math.pi * min(step, optim.max_iters) / max(optim.max_iters, 1)))
-    else:
-        factor = 1.0
-    if optim.warmup_iters and step < optim.warmup_iters:
-        alpha = step / optim.warmup_iters
-        factor *= optim.warmup_factor * (1.0 - alpha) + alpha
-    return factor
 
 
 class Trainer:
@@ -159,36 +78,12 @@ class Trainer:
         self.info = distributed.setup(config.device)
         self.out_dir = Path(config.out)
         self.checkpoint_dir = self.out_dir / "checkpoints"
-        self.moved_aside: Path | None = None
-        self._lock = self._lock_output(restart)
+        self._lock, self.moved_aside = lock_run_output(self.out_dir, restart, self.info)
         try:
             self._setup(config)
         except BaseException:
             self.release()
             raise
-
-    def _lock_output(self, restart: bool) -> OutputLock | None:
-        """The main process takes ``out``'s lock (one run per output folder; ``restart`` moves an
-        existing run aside first and locks the fresh folder); every rank stops if it could not."""
-        lock, error = None, None
-        if self.info.is_main:
-            try:
-                check_writable_dir(self.out_dir, "output folder (out)")
-                existed = self.out_dir.exists()
-                lock = lock_output(self.out_dir, "training run")
-                if restart and existed:
-                    self.moved_aside = move_aside(self.out_dir)  # its lock moves with it, still held
-                    fresh = lock_output(self.out_dir, "training run")
-                    lock.release()
-                    lock = fresh
-            except OSError as err:
-                error = err
-                if lock is not None:
-                    lock.release()
-        if distributed.broadcast_flag(error is not None, self.info):
-            raise error if error is not None else OutputInUseError(
-                f"{self.out_dir}: the main process could not take the output folder (see its error)")
-        return lock
 
     def release(self) -> None:
         """Let go of the output folder's lock (``fit`` does when it ends; so does the process's end)."""
@@ -235,16 +130,10 @@ class Trainer:
         if self.info.distributed:
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[device.index] if device.type == "cuda" else None)
-        groups = _backbone_parameter_groups(self.backbone, config) + self.objective.parameter_groups(
-            config.optim.weight_decay)
-        for group in groups:
-            group.setdefault("lr", config.optim.lr * group.pop("lr_multiplier", 1.0))
-        # foreach: one fused update per parameter group instead of a Python loop over tensors
-        self.optimizer = torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum,
-                                         nesterov=config.optim.nesterov, foreach=True)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, config))
+        self.optimizer, self.scheduler = build_optimizer(self.backbone, self.objective, config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-        self.sampler = self._make_sampler()
+        self.sampler = build_sampler(self.dataset, config, self.objective.needs_pk_sampling, self.info.world_size,
+                                     self.info.rank)
         self.loader = DataLoader(
             self.dataset, batch_sampler=self.sampler, collate_fn=collate_batch,
             num_workers=config.data.workers, pin_memory=config.data.pin_memory and device.type == "cuda",
@@ -255,8 +144,7 @@ class Trainer:
         self._skipped_for_save: list[dict] = []
         self._fit_started: float | None = None
         self._last_saved_step: int | None = None
-        self._window: list[torch.Tensor] = []  # per-step loss values since the last check, on the device
-        self._window_first_step = 0
+        self.loss_window = LossWindow()  # per-step loss values since the last check, on the device
         self._correct = torch.zeros((), dtype=torch.long, device=device)  # training accuracy since the last log
         self._counted = 0
         self._recent: deque[tuple[torch.Tensor, int]] = deque(maxlen=50)  # (correct, images) of the last steps
@@ -265,16 +153,6 @@ class Trainer:
                                     resume_step=self.state.step)
 
     # ------------------------------------------------------------------ setup helpers
-    def _make_sampler(self):
-        data = self.config.data
-        use_pk = data.sampler == "pk" or (data.sampler == "auto" and self.objective.needs_pk_sampling)
-        world, rank = self.info.world_size, self.info.rank
-        if use_pk:
-            if data.batch_size % data.k:
-                raise ValueError(f"batch_size {data.batch_size} must be a multiple of k = {data.k}")
-            return PKSampler(self.dataset.labels, data.batch_size // data.k, data.k, self.config.seed, world, rank)
-        return ShuffledBatchSampler(len(self.dataset), data.batch_size, self.config.seed, world, rank)
-
     def _maybe_resume(self) -> None:
         last = self.checkpoint_dir / "last.pt"
         if not last.is_file():
@@ -295,34 +173,12 @@ class Trainer:
             self.skipped_records = {int(e["index"]): dict(e) for e in state.get("skipped_records", [])}
 
     def note_skipped(self, notes: list[dict]) -> None:
-        """Count records the data could not serve (undecodable RecordIO payloads, :class:`RecordFaces`):
-        each distinct record once in ``skipped_records`` (checkpoint and ``summary.json``), said once
-        on stderr; more than :data:`MAX_SKIPPED_FRACTION` of the data stops the run."""
-        for note in notes:
-            entry = self.skipped_records.get(note["index"])
-            if entry is not None:
-                entry["times"] += 1
-                continue
-            self.skipped_records[note["index"]] = {**note, "first_step": self.state.step + 1, "times": 1}
-            print(f"faceverify train: skipped record {note['record']} (label {note['label']:g}): {note['reason']}; "
-                  "training goes on (listed in summary.json)", file=sys.stderr, flush=True)
-        limit = max(MIN_SKIPPED_LIMIT, MAX_SKIPPED_FRACTION * len(self.dataset))
-        if len(self.skipped_records) > limit:
-            raise RecordIOError(f"{len(self.skipped_records)} records of {self.config.data.source} could not be "
-                                f"decoded, more than {limit:g}: the data is damaged; run faceverify rec check "
-                                f"{self.config.data.source}")
+        """Count records the data could not serve (see :mod:`faceverify.training.skipped`)."""
+        skipped.note(self.skipped_records, notes, self.state.step + 1, len(self.dataset), self.config.data.source)
 
     def all_skipped_records(self) -> list[dict]:
         """Every rank's skipped records, merged by index (a collective: every rank calls it)."""
-        merged: dict[int, dict] = {}
-        for records in distributed.all_gather_objects(self.skipped_records, self.info):
-            for index, entry in records.items():
-                if index in merged:
-                    merged[index] = {**merged[index], "times": merged[index]["times"] + entry["times"],
-                                     "first_step": min(merged[index]["first_step"], entry["first_step"])}
-                else:
-                    merged[index] = dict(entry)
-        return [merged[i] for i in sorted(merged)]
+        return skipped.merge(distributed.all_gather_objects(self.skipped_records, self.info))
 
     def checkpoint_state(self) -> dict:
         if self._fit_started is not None:
@@ -362,15 +218,6 @@ class Trainer:
     def _request_stop(self, signum: int, frame: object) -> None:
         self._stop_requested = True
 
-    def _flip(self, images: torch.Tensor) -> torch.Tensor:
-        # one mask for the global batch from (seed, step) alone, sliced by rank: resumable without
-        # saving a generator, and identical to what one process would draw for the whole batch
-        local = images.shape[0]
-        rng = np.random.default_rng([self.config.seed, self.state.step])
-        flips = rng.random(local * self.info.world_size)[self.info.rank * local : (self.info.rank + 1) * local] < 0.5
-        mask = torch.from_numpy(flips).to(images.device)
-        return torch.where(mask[:, None, None, None], torch.flip(images, dims=(3,)), images)
-
     def train_step(self, images_u8: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
         """One optimiser step. Nothing here reads a value back from the device (except the fp16
         grad scaler, which must); the values are checked later by :meth:`check_finite`."""
@@ -385,7 +232,7 @@ class Trainer:
             images_u8 = fit_to_input(images_u8, self.input_size)
         images = to_network_input(images_u8, device, channels_last=self.config.channels_last)
         if self.config.data.flip:
-            images = self._flip(images)
+            images = step_flip(images, self.config.seed, self.state.step, self.info.world_size, self.info.rank)
         labels = labels.to(device, non_blocking=True)
         output: ObjectiveOutput = self.step_module(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -403,9 +250,7 @@ class Trainer:
             self.optimizer.step()
         self.objective.after_step()
         self.scheduler.step()
-        if not self._window:
-            self._window_first_step = self.state.step + 1
-        self._window.append(output.stacked())
+        self.loss_window.append(self.state.step + 1, output.stacked())
         if output.predictions is not None:
             correct = (output.predictions == labels).sum()
             self._correct += correct
@@ -415,33 +260,9 @@ class Trainer:
 
     def check_finite(self) -> None:
         """Read the loss values of the steps since the last check (one host sync); raise
-        :class:`NonFiniteLossError` naming the first non-finite step and term. Every rank stops
-        together if any rank saw one."""
-        if not self._window:
-            return
-        values = torch.stack(self._window)
-        local_bad = not bool(torch.isfinite(values).all())
-        if distributed.broadcast_flag(local_bad, self.info):
-            names = list(self.last_output.values) if self.last_output is not None else []
-            rows = values.cpu()
-            finite = torch.isfinite(rows)
-            message = "another rank"
-            if local_bad:
-                first = int((~finite.all(dim=1)).nonzero()[0, 0])
-                step = self._window_first_step + first
-                bad = [f"{name} = {float(rows[first, i])}" for i, name in enumerate(names)
-                       if name != "total" and not bool(finite[first, i])]
-                message = f"step {step}: {', '.join(bad) or 'total = ' + str(float(rows[first, -1]))}"
-            self.objective.discard_pending()
-            last = self.checkpoint_dir / "last.pt"
-            kept = (f"the run rolled back to its last checkpoint ({last}, step {self._last_saved_step}), which is "
-                    "intact; nothing after it was saved" if self._last_saved_step is not None
-                    else "no checkpoint had been written yet; nothing was saved")
-            self._window = []
-            raise NonFiniteLossError(
-                f"non-finite loss at {message}; {kept}; lower optim.lr or set optim.clip_grad_norm"
-            )
-        self._window = []
+        :class:`NonFiniteLossError` naming the first non-finite step and term (every rank together)."""
+        self.loss_window.check(self.info, list(self.last_output.values) if self.last_output is not None else [],
+                               self.checkpoint_dir / "last.pt", self._last_saved_step, self.objective.discard_pending)
 
     def _training_record(self, window_images: int, window_seconds: float) -> dict[str, float]:
         assert self.last_output is not None
@@ -556,73 +377,7 @@ class Trainer:
                              if self.config.channels_last else batch)
 
     def _evaluate(self) -> dict[str, float]:
-        """Check every configured benchmark; returns the log record and keeps ``best.pt`` on the
-        set ``eval.best`` names (or the mean of all)."""
-        ev = self.config.eval
-        if not (ev.lfw and ev.pairs) and not ev.bins:
-            raise ValueError("eval.every is set but no benchmark is: give eval.lfw + eval.pairs and/or eval.bins")
-        if bool(ev.lfw) != bool(ev.pairs):
-            raise ValueError("eval.lfw and eval.pairs go together (an aligned LFW tree and its pairs file)")
-        record: dict[str, float] = {}
-        accuracies: dict[str, float] = {}
-        if self.info.is_main:
-            self.backbone.eval()
-            config = EvalConfig(flip=ev.flip)
-            with torch.no_grad():
-                for benchmark in benchmarks_from(ev.lfw or None, ev.pairs or None, ev.bins):
-                    if benchmark.kind == "tree":
-                        pairs = read_pairs(benchmark.pairs)
-                        if ev.folds:  # cross-validated within these folds, for speed
-                            pairs = pairs.subset([f - 1 for f in ev.folds])
-                        metrics = evaluate_embedder(self.embed, benchmark.path, benchmark.pairs, None, config,
-                                                    image_size=self.input_size, device=self.info.device,
-                                                    progress=False, pairs=pairs)
-                    else:
-                        metrics = evaluate_benchmark(self.embed, benchmark, config, self.input_size,
-                                                     self.info.device, progress=False)
-                    accuracies[benchmark.name] = float(metrics["accuracy"])
-                    record[f"eval/{benchmark.name}/auc"] = float(metrics["auc"])
-            self.backbone.train()
-            record.update({f"eval/{name}/accuracy": value for name, value in accuracies.items()})
-            if ev.best != "mean" and ev.best not in accuracies:
-                raise ValueError(f"eval.best = {ev.best!r} is none of the evaluated sets {sorted(accuracies)} "
-                                 "(or 'mean')")
-            followed = float(np.mean(list(accuracies.values()))) if ev.best == "mean" else accuracies[ev.best]
-        else:
-            followed = 0.0
-        record["eval/accuracy"] = followed
-        if followed > self.state.best_accuracy:
-            self.state.best_accuracy, self.state.best_step = followed, self.state.step
-            if self.config.keep_best:
-                self.save("best.pt")
-        return record
-
-
-def check_resumable(state: dict, config: TrainConfig, dataset: PackedFaces | RecordFaces, path: Path) -> None:
-    """Refuse to resume ``state`` (a checkpoint at ``path``) under ``config`` and ``dataset`` if that
-    would train something else than the run that wrote it; the message names every difference."""
-    saved = upgrade_saved_config(state["config"])
-    new = to_dict(config)
-    problems = changed_keys(saved, new, ignore=RESUME_NEUTRAL)
-    step = int(state["train_state"]["step"])
-    old_iters, new_iters = saved["optim"]["max_iters"], config.optim.max_iters
-    if old_iters != new_iters:
-        if config.optim.schedule == "cosine":
-            problems.append(f"optim.max_iters: {old_iters} -> {new_iters} (the cosine schedule depends on it)")
-        elif new_iters < step:
-            problems.append(f"optim.max_iters: {old_iters} -> {new_iters} (the run is already at step {step})")
-    fingerprint = state.get("data_fingerprint")
-    if state.get("num_classes") != dataset.num_classes or (fingerprint and fingerprint != dataset.fingerprint):
-        old = state.get("data_description") or f"{state.get('num_classes')} identities"
-        problems.append(f"data: {old} ({saved['data']['source']}) -> {dataset.describe()} ({config.data.source})")
-    if problems:
-        out = Path(config.out)
-        raise ResumeMismatchError(
-            f"{out} holds a run (step {step}, {path}) made with other settings or data, so it cannot be "
-            "resumed:\n  " + "\n  ".join(problems) + "\nRe-run with the old values to resume it, or start over "
-            "with --restart (Python: train(config, restart=True)), which moves the old run aside to "
-            f"{out}.old-<time> (nothing is deleted)."
-        )
+        return evaluate_during_training(self)
 
 
 def train(config: TrainConfig, callbacks: list[Callable[[Trainer], None]] | None = None,

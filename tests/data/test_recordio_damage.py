@@ -100,11 +100,11 @@ def test_training_goes_on_past_a_corrupt_record_counts_it_and_resumes_exactly(tm
 
 
 def test_a_run_stops_when_more_than_its_share_of_records_is_damaged(tmp_path: Path, faces, monkeypatch):
-    from faceverify.training import trainer as trainer_module
+    from faceverify.training import skipped as skipped_module
     from faceverify.training.trainer import train
     from tests.training.conftest import small_config
 
-    monkeypatch.setattr(trainer_module, "MIN_SKIPPED_LIMIT", 1)
+    monkeypatch.setattr(skipped_module, "MIN_SKIPPED_LIMIT", 1)
     rec = damaged_pack(tmp_path, faces, "builder", bad=(2, 5, 9))
     config = small_config(rec, tmp_path / "run", model={"input": "56x48", "width": 0.125},
                           data={"batch_size": 12, "workers": 0}, optim={"max_iters": 2, "milestones": [100]})

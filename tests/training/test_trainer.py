@@ -21,7 +21,10 @@ from faceverify.config import load_config
 from faceverify.training.checkpoint import CheckpointError, load_checkpoint
 from faceverify.training.config import TrainConfig
 from faceverify.training.logging import read_metrics
-from faceverify.training.trainer import NonFiniteLossError, ResumeMismatchError, Trainer, lr_factor, train
+from faceverify.training.build import lr_factor
+from faceverify.training.nan_guard import NonFiniteLossError
+from faceverify.training.resume import ResumeMismatchError
+from faceverify.training.trainer import Trainer, train
 from tests.training.conftest import small_config
 
 REPO = Path(__file__).resolve().parents[2]
