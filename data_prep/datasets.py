@@ -24,69 +24,24 @@ import hashlib
 import os
 import re
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from faceverify.data.lfw import list_image_tree, read_people
-from faceverify.data.locate import DATA_ENV
+from faceverify.data.locate import (  # noqa: F401 - LFW is located there; these names are datasets' API
+    LFW_IMAGE_FOLDERS,
+    DatasetError,
+    LFWLocation,
+    locate_lfw,
+)
 
 LFW_IMAGES = 13233
 LFW_PEOPLE = 5749
-LFW_IMAGE_FOLDERS = ("lfw-deepfunneled", "lfw_funneled", "lfw-funneled", "lfw")
 PEOPLE_FILES = ("people.txt", "peopleDevTrain.txt", "peopleDevTest.txt")
 # The official LFW website repository (umass-vis-lfw/umass-vis-lfw.github.io), pinned commit.
 LFW_SITE_RAW = (
     "https://raw.githubusercontent.com/umass-vis-lfw/umass-vis-lfw.github.io/"
     "2a620cd8cceb10430f8c7012fe9fa5f0837759e9/"
 )
-
-
-class DatasetError(ValueError):
-    """A dataset is missing, incomplete or corrupt; the message says what and how to fix it."""
-
-
-@dataclass(frozen=True)
-class LFWLocation:
-    images: Path  # <Name>/<Name>_NNNN.jpg tree
-    protocol: Path  # folder holding pairs.txt, people.txt, ...
-
-    @property
-    def pairs(self) -> Path:
-        return self.protocol / "pairs.txt"
-
-    @property
-    def people(self) -> Path:
-        return self.protocol / "people.txt"
-
-
-def _find_images(folder: Path) -> Path | None:
-    for name in LFW_IMAGE_FOLDERS:
-        if (folder / name).is_dir():
-            return folder / name
-    return None
-
-
-def locate_lfw(path: str | Path | None = None) -> LFWLocation:
-    """Find LFW: ``path`` (a folder with ``pairs.txt`` and an image folder, or the image folder
-    itself with the protocol files beside it), else ``$FACEVERIFY_DATA/lfw``, else the
-    scikit-learn download folder ``~/scikit_learn_data/lfw_home``."""
-    candidates: list[Path] = []
-    if path is not None:
-        candidates.append(Path(path).expanduser())
-    else:
-        if os.environ.get(DATA_ENV):
-            candidates.append(Path(os.environ[DATA_ENV]).expanduser() / "lfw")
-        candidates.append(Path.home() / "scikit_learn_data" / "lfw_home")
-    for folder in candidates:
-        if (folder / "pairs.txt").is_file() and _find_images(folder) is not None:
-            return LFWLocation(_find_images(folder), folder)
-        if folder.is_dir() and (folder.parent / "pairs.txt").is_file() and folder.name in LFW_IMAGE_FOLDERS:
-            return LFWLocation(folder, folder.parent)
-    looked = ", ".join(str(c) for c in candidates)
-    raise DatasetError(
-        f"LFW not found (looked in {looked}). Set {DATA_ENV} to a folder holding lfw/, pass the "
-        "LFW folder explicitly, or download it with `faceverify lfw download DIR`."
-    )
 
 
 def verify_lfw(images: str | Path, manifest: str | Path | None = None) -> dict:

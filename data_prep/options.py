@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from faceverify.config import ConfigError, check_device, check_range
+from faceverify.config import ConfigError, check_device, check_range, parse_hw
 
 
 @dataclass
@@ -94,12 +94,5 @@ PACK_FLAGS: dict[str, str] = {
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"size must look like HxW (e.g. 112x96), got {text!r}") from None
-    if height <= 0 or width <= 0:
-        raise ConfigError(f"size must be positive, got {text!r}")
-    return height, width
+    """``pack --size``: ``None`` for ``""`` (keep the crop size), else :func:`~faceverify.config.parse_hw`."""
+    return parse_hw(text, "size") if text else None

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.align import get_template
-from data_prep.datasets import locate_lfw
+from faceverify.data.locate import locate_lfw
 from data_prep.montage import montage
 from data_prep.prepare import AlignConfig, align_tree, read_manifest
 from faceverify.data.lfw import key_of_path, read_pairs

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from data_prep.datasets import locate_lfw
+from faceverify.data.locate import locate_lfw
 from data_prep.detect import FaceDetector
 from data_prep.prepare import AlignConfig, align_tree
 from faceverify.data.images import read_rgb

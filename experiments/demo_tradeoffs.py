@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from data_prep.datasets import locate_lfw  # noqa: E402
+from faceverify.data.locate import locate_lfw  # noqa: E402
 from data_prep.prepare import AlignConfig, align_tree  # noqa: E402
 from demo_curve import curve_points  # noqa: E402
 from faceverify.ablation.runner import run_ablation  # noqa: E402

@@ -52,6 +52,18 @@ class Replace(dict):
     """
 
 
+def parse_hw(text: str, what: str = "a size") -> tuple[int, int]:
+    """``"112x96"`` -> ``(112, 96)`` (height, width): the one parser of every ``HxW`` in the package
+    (network inputs, ``pack --size``, profiles). Raises ConfigError naming ``what``."""
+    try:
+        height, width = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"{what} must look like HxW (e.g. 112x96), got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise ConfigError(f"{what} must be positive, got {text!r}")
+    return height, width
+
+
 class ConfigLoader(yaml.SafeLoader):
     """YAML safe loader that understands ``!replace`` and refuses a key given twice in one mapping
     (plain YAML keeps the last one silently: ``optim:`` twice would lose the first ``max_iters``)."""

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data_prep.datasets import DatasetError, download_lfw, locate_lfw
+from data_prep.datasets import download_lfw
+from faceverify.data.locate import DatasetError, locate_lfw
 from data_prep.prepare import AlignConfig, align_tree
 from faceverify.ablation.protocol import needed_keys
 from faceverify.ablation.runner import run_ablation

@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from data_prep.datasets import casia_lfw_overlap, lfw_people_names, locate_lfw
+from data_prep.datasets import casia_lfw_overlap, lfw_people_names
+from faceverify.data.locate import locate_lfw
 from data_prep.pack import PackConfig, pack_aligned
 from data_prep.prepare import AlignConfig, align_tree
 from faceverify.config import (
@@ -56,7 +57,7 @@ from faceverify.data.binsets import find_bins
 from faceverify.data.lfw import read_pairs
 from faceverify.data.packed import PackedFaces
 from faceverify.data.recordio import RecordIOFolder, is_recordio_folder
-from faceverify.data.transforms import parse_hw
+from faceverify.config import parse_hw
 from faceverify.evaluation.benchmarks import (
     Benchmark,
     benchmark_table,

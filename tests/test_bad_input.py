@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.datasets import DatasetError, locate_lfw, read_checksum_manifest
+from data_prep.datasets import read_checksum_manifest
+from faceverify.data.locate import DatasetError, locate_lfw
 from faceverify.cli import main
 
 

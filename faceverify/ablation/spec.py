@@ -48,7 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from faceverify.config import ConfigError, from_dict, leaf, load_config, merge_tree, to_dict
+from faceverify.config import ConfigError, from_dict, leaf, load_config, merge_tree, parse_hw, to_dict
 from faceverify.training.config import TrainConfig
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -314,8 +314,7 @@ def cell_hash(config: TrainConfig) -> str:
 
 
 def input_size(spec: AblationSpec) -> tuple[int, int]:
-    height, width = (int(v) for v in PROFILES[spec.profile]["input_size"].split("x"))
-    return height, width
+    return parse_hw(PROFILES[spec.profile]["input_size"], "profile input_size")
 
 
 def resolved_arms(spec: AblationSpec) -> dict[str, dict[str, Any]]:

@@ -194,7 +194,8 @@ def add_lfw(sub: argparse._SubParsersAction) -> None:
 
 
 def run_lfw(args: argparse.Namespace) -> int:
-    from data_prep.datasets import download_lfw, locate_lfw, verify_lfw
+    from data_prep.datasets import download_lfw, verify_lfw
+    from faceverify.data.locate import locate_lfw
 
     if args.action == "download":
         if args.path is None:

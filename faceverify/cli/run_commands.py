@@ -137,12 +137,13 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from faceverify.reproduce import run_reproduce
 
     if args.lfw is None and args.bin_dir is None:
-        from faceverify.data.locate import DATA_ENV, data_root
+        from faceverify.data.locate import DATA_ENV, DatasetError, locate_lfw
 
-        root = data_root(required=False)
-        if root is None or not (root / "lfw" / "pairs.txt").is_file():
-            raise UsageError(f"give --lfw LFW_DIR and/or --bin-dir BIN_DIR (or set {DATA_ENV} to a folder with lfw/)")
-        args.lfw = root / "lfw"
+        try:
+            args.lfw = locate_lfw(None).protocol  # the one LFW locator: $FACEVERIFY_DATA/lfw, the sklearn folder
+        except DatasetError:
+            raise UsageError(f"give --lfw LFW_DIR and/or --bin-dir BIN_DIR (or set {DATA_ENV} to a folder with "
+                             "lfw/)") from None
     run_reproduce(args.recipe, args.train, args.out, args.lfw, args.bin_dir, args.overrides, args.names,
                   record=args.record, restart=args.restart)
     return 0

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
 
@@ -52,17 +53,6 @@ def step_flip(images: torch.Tensor, seed: int, step: int, world: int = 1, rank: 
 
 
 # ----------------------------------------------------------------------------- fitting crops to a network
-def parse_hw(text: str) -> tuple[int, int]:
-    """``"112x96"`` -> ``(112, 96)`` (height, width)."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"a size must look like HxW (e.g. 112x96), got {text!r}") from None
-    if height <= 0 or width <= 0:
-        raise ValueError(f"a size must be positive, got {text!r}")
-    return height, width
-
-
 def template_crop(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int] | None:
     """Columns ``(x0, x1)`` that turn an ArcFace-template crop (square, 112x112 scaled) into the
     Wen et al. / SphereFace one (112x96 scaled), or None when no such crop applies.

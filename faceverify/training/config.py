@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from faceverify.config import ConfigError, check_device, check_range, to_dict
-from faceverify.data.transforms import parse_hw
+from faceverify.config import parse_hw
 from faceverify.losses.objective import LossConfig
 
 # Keys that may differ when a run is resumed: they change how fast or how visibly a run goes,

@@ -43,7 +43,8 @@ from faceverify.config import save_config, to_dict
 from faceverify.data.packed import collate_batch
 from faceverify.data.recordio_dataset import decode_batch_skipping
 from faceverify.data.sources import holdout_subset, open_training_data
-from faceverify.data.transforms import check_fit, fit_to_input, parse_hw, step_flip, to_network_input
+from faceverify.config import parse_hw
+from faceverify.data.transforms import check_fit, fit_to_input, step_flip, to_network_input
 from faceverify.evaluation.benchmarks import benchmarks_from, check_benchmarks
 from faceverify.io import write_json, write_text
 from faceverify.losses.objective import Objective, ObjectiveOutput
