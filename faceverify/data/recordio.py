@@ -3,22 +3,10 @@
 The byte format lives in :mod:`faceverify.data.recordio_format`, the training dataset in
 :mod:`faceverify.data.recordio_dataset`.
 
-The packs face training sets circulate in today (``faces_webface_112x112`` = CASIA-WebFace,
-``faces_emore`` = MS1MV2, ``ms1m-retinaface-t1``) are a folder with
+A pack folder holds ``train.rec``, ``train.idx`` and ``property`` (their bytes are described in
+:mod:`faceverify.data.recordio_format`). Two layouts are in the wild:
 
-* ``train.rec``: dmlc RecordIO records. Each part of a record is ``magic (0xced7230a, uint32) |
-  lrec (uint32) | payload | zero padding to 4 bytes`` with ``lrec = cflag << 29 | length``.
-  The writer never lets the magic word appear 4-byte aligned inside a payload: it cuts the
-  payload there into parts (cflag 1 = first, 2 = middle, 3 = last; 0 = a whole record) and drops
-  that word, which the reader puts back between the parts.
-* ``train.idx``: ``key<TAB>byte offset`` per line, for random access.
-* ``property``: ``classes,height,width``.
-
-Each record's payload is MXNet's ``IRHeader`` (``struct '<IfQQ'``: flag, label, id, id2) then,
-if ``flag = n > 0``, ``n`` float32 labels, then the encoded image (JPEG or PNG, 112x112 crops on
-the ArcFace template). Two layouts are in the wild:
-
-* **legacy** (the insightface packs above): record 0 is a header with ``flag > 0`` and
+* **legacy** (insightface's packs: ``faces_webface_112x112``, ``faces_emore``, ``ms1m-retinaface-t1``): record 0 is a header with ``flag > 0`` and
   ``label = [N + 1, N + 1 + C]``; images are records ``1 .. N``; records ``N + 1 .. N + C`` hold
   each identity's image range ``[start, end)`` in their label;
 * **builder** (insightface's newer ``rec_builder``): images from record 0 with scalar labels, no

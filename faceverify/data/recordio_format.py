@@ -18,18 +18,8 @@ The packs face training sets circulate in today (``faces_webface_112x112`` = CAS
 
 Each record's payload is MXNet's ``IRHeader`` (``struct '<IfQQ'``: flag, label, id, id2) then,
 if ``flag = n > 0``, ``n`` float32 labels, then the encoded image (JPEG or PNG, 112x112 crops on
-the ArcFace template). Two layouts are in the wild:
-
-* **legacy** (the insightface packs above): record 0 is a header with ``flag > 0`` and
-  ``label = [N + 1, N + 1 + C]``; images are records ``1 .. N``; records ``N + 1 .. N + C`` hold
-  each identity's image range ``[start, end)`` in their label;
-* **builder** (insightface's newer ``rec_builder``): images from record 0 with scalar labels, no
-  header record.
-
-Labels are read once (from the identity ranges, or from every image header) and cached under
-the cache folder (``$XDG_CACHE_HOME/faceverify/recordio/<file digest>/``, or ``cache_dir``),
-never inside the data folder. A missing index is rebuilt there by scanning the file; a corrupt
-or truncated record is a :class:`RecordIOError` naming the file, the record and the byte offset.
+the ArcFace template). The two layouts of records in a pack (legacy, builder) are read by
+:class:`~faceverify.data.recordio.RecordIOFolder`.
 """
 
 from __future__ import annotations

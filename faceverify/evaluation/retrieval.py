@@ -14,6 +14,24 @@ import numpy as np
 import torch
 
 
+def _query_setup(embeddings: np.ndarray, labels: Sequence[str] | np.ndarray, metric: str,
+                 dtype: torch.dtype) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What both retrieval metrics start from: ``(query rows (identities with another image),
+    features [N, D] (unit length for cosine), identity codes [N], other images of each one's
+    identity [N])``."""
+    labels_arr = np.asarray(labels)
+    counts = Counter(labels_arr.tolist())
+    queries = np.flatnonzero([counts[label] >= 2 for label in labels_arr.tolist()])
+    feats = torch.as_tensor(np.asarray(embeddings), dtype=dtype)
+    if metric == "cosine":
+        feats = torch.nn.functional.normalize(feats, dim=1)
+    elif metric != "euclidean":
+        raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
+    _, codes = np.unique(labels_arr, return_inverse=True)
+    others = torch.as_tensor([counts[label] - 1 for label in labels_arr.tolist()])
+    return queries, feats, torch.as_tensor(codes), others
+
+
 def recall_at_k(
     embeddings: np.ndarray,
     labels: Sequence[str] | np.ndarray,
@@ -33,19 +51,10 @@ def recall_at_k(
     Returns:
         ``{"1": r1, "5": r5, ...}`` plus ``"n_queries"`` (as a float) for the record.
     """
-    labels_arr = np.asarray(labels)
-    counts = Counter(labels_arr.tolist())
-    queries = np.flatnonzero([counts[label] >= 2 for label in labels_arr.tolist()])
     ks = sorted(int(k) for k in ks)
+    queries, feats, codes_t, _ = _query_setup(embeddings, labels, metric, torch.float32)
     if queries.size == 0:
         return {**{str(k): float("nan") for k in ks}, "n_queries": 0.0}
-    feats = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
-    if metric == "cosine":
-        feats = torch.nn.functional.normalize(feats, dim=1)
-    elif metric != "euclidean":
-        raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
-    _, codes = np.unique(labels_arr, return_inverse=True)
-    codes_t = torch.as_tensor(codes)
     k_max = min(max(ks), feats.shape[0] - 1)
     hits = {k: 0 for k in ks}
     for start in range(0, queries.size, chunk_size):
@@ -82,19 +91,9 @@ def map_at_r(
     with ``P(i)`` the precision among the first ``i`` results. Unlike Recall@1 it rewards a
     well-clustered identity, not just one close neighbour. Returns ``{"map_at_r", "n_queries"}``.
     """
-    labels_arr = np.asarray(labels)
-    counts = Counter(labels_arr.tolist())
-    queries = np.flatnonzero([counts[label] >= 2 for label in labels_arr.tolist()])
+    queries, feats, codes_t, r_of = _query_setup(embeddings, labels, metric, torch.float64)
     if queries.size == 0:
         return {"map_at_r": float("nan"), "n_queries": 0.0}
-    feats = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
-    if metric == "cosine":
-        feats = torch.nn.functional.normalize(feats, dim=1)
-    elif metric != "euclidean":
-        raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
-    _, codes = np.unique(labels_arr, return_inverse=True)
-    codes_t = torch.as_tensor(codes)
-    r_of = torch.as_tensor([counts[label] - 1 for label in labels_arr.tolist()])
     r_max = int(r_of[torch.as_tensor(queries)].max())
     total = 0.0
     for start in range(0, queries.size, chunk_size):
