@@ -56,7 +56,8 @@ from faceverify.config import (
 from faceverify.data.binsets import find_bins
 from faceverify.data.lfw import read_pairs
 from faceverify.data.packed import PackedFaces
-from faceverify.data.recordio import RecordIOFolder, is_recordio_folder
+from faceverify.data.recordio import is_recordio_folder
+from faceverify.data.sources import open_training_data
 from faceverify.config import parse_hw
 from faceverify.evaluation.benchmarks import (
     Benchmark,
@@ -119,7 +120,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 
 # ----------------------------------------------------------------------------- training data
 @dataclass
-class TrainingData:
+class PreparedData:
     kind: str  # recordio, packed, tree (aligned here), aligned-tree
     source: Path  # what data.source points at
     images: int
@@ -138,21 +139,20 @@ def _digest(*parts: bytes | str) -> str:
 
 
 def prepare_training_data(data: Path, work: Path, template: str, names: Path | None = None,
-                          lfw_people: Path | None = None, device: str = "auto", progress: bool = True) -> TrainingData:
+                          lfw_people: Path | None = None, device: str = "auto", progress: bool = True) -> PreparedData:
     """Make ``data`` trainable (see the module docstring) under ``work``; returns what was used."""
     data = data.resolve()
     if not data.is_dir():
         raise FileNotFoundError(f"--train {data} is not a folder")
-    if is_recordio_folder(data):
-        folder = RecordIOFolder(data, progress=progress)  # labels cached in the user's cache
+    if is_recordio_folder(data) or (data / "meta.json").is_file():  # a stored form: opened as train opens it
+        source = open_training_data(data, progress=progress)
+        if isinstance(source, PackedFaces):
+            return PreparedData("packed", data, len(source), source.num_classes, source.fingerprint,
+                                source.meta.get("excluded_identities", 0) > 0 or None,
+                                ["a packed folder is used as it is"])
         notes = ["LFW identities cannot be left out of a RecordIO set by name (it carries none); "
                  "insightface's packs are used as they circulate"]
-        return TrainingData("recordio", data, len(folder), folder.num_classes, folder.fingerprint(), None, notes)
-    if (data / "meta.json").is_file():
-        packed = PackedFaces(data)
-        return TrainingData("packed", data, len(packed), packed.num_classes, packed.fingerprint,
-                            packed.meta.get("excluded_identities", 0) > 0 or None,
-                            ["a packed folder is used as it is"])
+        return PreparedData("recordio", data, len(source), source.num_classes, source.fingerprint, None, notes)
     notes: list[str] = []
     if (data / "manifest.csv").is_file():
         aligned, kind = data, "aligned-tree"
@@ -185,7 +185,7 @@ def prepare_training_data(data: Path, work: Path, template: str, names: Path | N
     if not (pack / "meta.json").is_file():
         pack_aligned(aligned, pack, config, progress=progress)
     packed = PackedFaces(pack)
-    return TrainingData(kind, pack, len(packed), packed.num_classes, packed.fingerprint,
+    return PreparedData(kind, pack, len(packed), packed.num_classes, packed.fingerprint,
                         bool(excluded_ids) if names is not None else None, notes)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +20,29 @@ from faceverify.data.packed import PackedFaces
 from faceverify.data.recordio import is_recordio_folder
 from faceverify.data.recordio_dataset import RecordFaces
 from faceverify.data.splits import holdout_identities
+
+
+class TrainingData(Protocol):
+    """What the trainer and the samplers accept: a packed folder, a RecordIO folder, or a subset of
+    either (:class:`SubsetFaces`). Batches come from ``__getitems__`` as ``(uint8 [B, H, W, 3],
+    labels [B], skipped records)``."""
+
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def image_size(self) -> tuple[int, int]: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple: ...
 
 
 def open_training_data(source: str | Path, cache_dir: str | Path | None = None, encoded: bool = False,
@@ -50,7 +74,7 @@ class SubsetFaces:
     say which identities were left out, so a resumed run checks it trains on the same subset.
     """
 
-    def __init__(self, dataset, held_out: np.ndarray, note: str):
+    def __init__(self, dataset: TrainingData, held_out: np.ndarray, note: str):
         self.dataset = dataset
         keep = ~np.isin(dataset.labels, held_out)
         self.rows = np.flatnonzero(keep)
@@ -90,7 +114,7 @@ class SubsetFaces:
         return images, torch.from_numpy(renumbered.astype(np.int64)), skipped
 
 
-def holdout_subset(dataset, fraction: float, seed: int):
+def holdout_subset(dataset: TrainingData, fraction: float, seed: int) -> SubsetFaces:
     """``dataset`` without the validation identities :func:`~faceverify.data.splits.holdout_identities`
     chooses (a fraction of those with two or more images)."""
     held_out = holdout_identities(dataset.labels, fraction, seed)

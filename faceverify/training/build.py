@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
+from faceverify.data.sources import TrainingData
 from faceverify.losses.objective import Objective, ObjectiveOutput
 from faceverify.training.config import TrainConfig
 
@@ -77,7 +78,7 @@ def build_optimizer(backbone: nn.Module, objective: Objective,
     return optimizer, scheduler
 
 
-def build_sampler(dataset, config: TrainConfig, needs_pk: bool, world: int,
+def build_sampler(dataset: TrainingData, config: TrainConfig, needs_pk: bool, world: int,
                   rank: int) -> PKSampler | ShuffledBatchSampler:
     """PK batches (P identities x K images) when ``data.sampler`` is ``pk``, or ``auto`` and a term
     needs pairs; shuffled batches otherwise; both sharded by rank and resumable."""

@@ -10,8 +10,7 @@ from faceverify.config import changed_keys, to_dict
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig, upgrade_saved_config
 
 if TYPE_CHECKING:  # pragma: no cover
-    from faceverify.data.packed import PackedFaces
-    from faceverify.data.recordio_dataset import RecordFaces
+    from faceverify.data.sources import TrainingData
 
 
 class ResumeMismatchError(ValueError):
@@ -19,7 +18,7 @@ class ResumeMismatchError(ValueError):
 
 
 
-def check_resumable(state: dict, config: TrainConfig, dataset: PackedFaces | RecordFaces, path: Path) -> None:
+def check_resumable(state: dict, config: TrainConfig, dataset: TrainingData, path: Path) -> None:
     """Refuse to resume ``state`` (a checkpoint at ``path``) under ``config`` and ``dataset`` if that
     would train something else than the run that wrote it; the message names every difference."""
     saved = upgrade_saved_config(state["config"])
