@@ -25,7 +25,7 @@ from faceverify.data.locate import locate_lfw
 from data_prep.montage import montage
 from data_prep.prepare import AlignConfig, align_tree, read_manifest
 from faceverify.data.lfw import key_of_path, read_pairs
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,10 +83,9 @@ def main() -> None:
         "command": "python experiments/align_lfw.py " + " ".join(sys.argv[1:]),
     }
     csv_path = args.results / "lfw_alignment.csv"
-    append_rows(csv_path, [row])
-    csv_to_markdown(csv_path, args.results / "lfw_alignment.md", "MTCNN alignment of LFW",
-                    note="Produced by the command in each row. Detection counts refer to the 7,701 "
-                         "images referenced by pairs.txt; residuals are in crop pixels.")
+    record_rows(csv_path, [row], args.results / "lfw_alignment.md", "MTCNN alignment of LFW",
+                note="Produced by the command in each row. Detection counts refer to the 7,701 "
+                     "images referenced by pairs.txt; residuals are in crop pixels.")
     for key, value in row.items():
         print(f"{key}: {value}")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from faceverify.models.backbones import BACKBONES, DEFAULT_INPUT, build_backbone, count_macs, count_parameters
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = {"iresnet50": (43.576e6, 12.637e9 / 2)}
@@ -38,10 +38,9 @@ def main() -> None:
             "commit": where["commit"],
         })
         print(f"{name:14s} {params / 1e6:7.2f} M  {macs / 1e9:6.2f} GMACs")
-    append_rows(csv_path, rows)
-    csv_to_markdown(csv_path, out / "backbones.md", "Backbones: size and compute",
-                    note="Produced by `python experiments/backbone_table.py`; one forward pass of one image, "
-                         "multiply-accumulates counted by torch.utils.flop_counter (FLOPs / 2).")
+    record_rows(csv_path, rows, out / "backbones.md", "Backbones: size and compute",
+                note="Produced by `python experiments/backbone_table.py`; one forward pass of one image, "
+                     "multiply-accumulates counted by torch.utils.flop_counter (FLOPs / 2).")
 
 
 if __name__ == "__main__":

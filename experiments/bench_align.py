@@ -26,7 +26,7 @@ from data_prep.prepare import AlignConfig, align_tree
 from faceverify.data.images import read_rgb
 from faceverify.data.lfw import read_pairs, resolve_image_paths
 from faceverify.provenance import device_description
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,10 +90,9 @@ def main() -> None:
         "meets_target": ours_ips / bare_ips >= 0.85,
     }
     csv_path = args.out / "align.csv"
-    append_rows(csv_path, [row])
-    csv_to_markdown(csv_path, args.out / "align.md", "Alignment pipeline vs bare MTCNN",
-                    note="Produced by `python experiments/bench_align.py`. Best of alternating repeats; "
-                         "LFW deep-funneled images referenced by pairs.txt (250x250 JPEG).")
+    record_rows(csv_path, [row], args.out / "align.md", "Alignment pipeline vs bare MTCNN",
+                note="Produced by `python experiments/bench_align.py`. Best of alternating repeats; "
+                     "LFW deep-funneled images referenced by pairs.txt (250x250 JPEG).")
     for key, value in row.items():
         print(f"{key}: {value}")
 

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {
@@ -61,12 +61,11 @@ def main() -> None:
         row[f"{name}_mb"] = statistics.median(v[1] for v in values)
     row["help_over_heavy_imports"] = row["help_s"] / row["python_heavy_imports_s"]
     csv_path = args.out / "cli_startup.csv"
-    append_rows(csv_path, [row])
-    csv_to_markdown(csv_path, args.out / "cli_startup.md", "What a command costs before its help or a usage error",
-                    note="Produced by `python experiments/bench_cli_startup.py`: each command a fresh process, median "
-                         "of the repeats (interleaved), peak RSS from the child's rusage; baselines in the same run: a "
-                         "bare interpreter and one importing torch, torchvision, OpenCV, scikit-learn, matplotlib "
-                         "and facenet-pytorch (what the commands loaded before).")
+    record_rows(csv_path, [row], args.out / "cli_startup.md", "What a command costs before its help or a usage error",
+                note="Produced by `python experiments/bench_cli_startup.py`: each command a fresh process, median "
+                     "of the repeats (interleaved), peak RSS from the child's rusage; baselines in the same run: a "
+                     "bare interpreter and one importing torch, torchvision, OpenCV, scikit-learn, matplotlib "
+                     "and facenet-pytorch (what the commands loaded before).")
     print(row)
 
 

@@ -22,7 +22,7 @@ from faceverify.data.locate import lfw_images_dir
 from faceverify.use.model import FaceModel
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import device_description
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = {"cpu profile (sphere20 x1/4, 56x48)": ("sphere20", 0.25, 128, (56, 48)),
@@ -62,11 +62,10 @@ def main() -> None:
                      "photos_images_per_s": photo_rate, "aligned_crops_images_per_s": crop_rate,
                      "flip": model.flip, "torch_threads": torch.get_num_threads()})
         print(rows[-1])
-    append_rows(args.out / "embed.csv", rows)
-    csv_to_markdown(args.out / "embed.csv", args.out / "embed.md", "Embedding throughput of a trained model",
-                    note="Produced by `python experiments/bench_embed.py`: photos = MTCNN + alignment + the network on "
-                         "the crop and its mirror; aligned crops = the network alone (with its mirror). Best of two "
-                         "passes after a warm-up.")
+    record_rows(args.out / "embed.csv", rows, args.out / "embed.md", "Embedding throughput of a trained model",
+                note="Produced by `python experiments/bench_embed.py`: photos = MTCNN + alignment + the network on "
+                     "the crop and its mirror; aligned crops = the network alone (with its mirror). Best of two "
+                     "passes after a warm-up.")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from faceverify.losses import (
     TripletLoss,
 )
 from faceverify.provenance import device_description
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 B, D, C = 512, 512, 10_575
@@ -172,10 +172,9 @@ def main() -> None:
         print(f"{name:24s} ours {row['ours_ms']:8.2f} ms  baseline {row['baseline_ms']:8.2f} ms  "
               f"ratio {row['ratio']:.3f}")
     csv_path = args.out / "losses.csv"
-    append_rows(csv_path, rows)
-    csv_to_markdown(csv_path, args.out / "losses.md", "Loss forward+backward time vs pytorch-metric-learning",
-                    note="Produced by `python experiments/bench_losses.py`. Median of interleaved repeats; "
-                         "ratio = ours / baseline (<= 1 means ours is no slower).")
+    record_rows(csv_path, rows, args.out / "losses.md", "Loss forward+backward time vs pytorch-metric-learning",
+                note="Produced by `python experiments/bench_losses.py`. Median of interleaved repeats; "
+                     "ratio = ours / baseline (<= 1 means ours is no slower).")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 from faceverify.data.lfw import read_pairs
 from faceverify.evaluation.verification import evaluate_scores, fold_scores
 from faceverify.provenance import device_description
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,10 +88,9 @@ def main() -> None:
         "meets_target": ours_total < 0.050,
     }
     csv_path = args.out / "protocol.csv"
-    append_rows(csv_path, [result])
-    csv_to_markdown(csv_path, args.out / "protocol.md", "10-fold protocol timing (6,000 pairs)",
-                    note="Produced by `python experiments/bench_protocol.py`. Best of repeated runs; "
-                         "512-d synthetic features, real pairs.txt folds.")
+    record_rows(csv_path, [result], args.out / "protocol.md", "10-fold protocol timing (6,000 pairs)",
+                note="Produced by `python experiments/bench_protocol.py`. Best of repeated runs; "
+                     "512-d synthetic features, real pairs.txt folds.")
     for key, value in result.items():
         print(f"{key}: {value}")
 

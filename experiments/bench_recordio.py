@@ -32,7 +32,7 @@ from faceverify.data.recordio import write_recordio
 from faceverify.data.recordio_dataset import RecordFaces, decode_batch_on_gpu
 from faceverify.data.samplers import ShuffledBatchSampler
 from faceverify.provenance import device_description
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 10_000  # training images/s the H200 targets ask of face_resnet27 (issue 13)
@@ -93,10 +93,9 @@ def main() -> None:
                packed_over_recordio=packed_best / record_best, target_images_per_s=TARGET,
                recordio_feeds_target=record_best >= TARGET, packed_feeds_target=packed_best >= TARGET)
     csv_path = args.out / "recordio.csv"
-    append_rows(csv_path, [row])
-    csv_to_markdown(csv_path, args.out / "recordio.md", "RecordIO decoding against the packed memmap",
-                    note="Produced by `python experiments/bench_recordio.py`: the same 112x112 JPEG crops, shuffled "
-                         "batches of 256 through the trainer's loader path, best of two passes per worker count.")
+    record_rows(csv_path, [row], args.out / "recordio.md", "RecordIO decoding against the packed memmap",
+                note="Produced by `python experiments/bench_recordio.py`: the same 112x112 JPEG crops, shuffled "
+                     "batches of 256 through the trainer's loader path, best of two passes per worker count.")
     print(row)
 
 

@@ -32,7 +32,7 @@ from faceverify.data.samplers import ShuffledBatchSampler
 from faceverify.evaluation.embed import ImageFiles
 from faceverify.models.backbones import BACKBONES, DEFAULT_INPUT
 from faceverify.provenance import device_description
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 from faceverify.training.config import TrainConfig
 from faceverify.training.distributed import resolve_device
 from faceverify.training.trainer import Trainer
@@ -140,19 +140,17 @@ def main() -> None:
                          "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
                          "loss": "softmax+center", **figures})
             print(f"{name:14s} {figures['images_per_s']:9.1f} images/s")
-        append_rows(args.out / "train.csv", rows)
-        csv_to_markdown(args.out / "train.csv", args.out / "train.md", "Training throughput per backbone",
-                        note="Produced by `python experiments/bench_train.py`: the full Trainer step "
-                             "(loader, device-side normalisation and flip, forward, softmax + center, "
-                             "backward, SGD) on synthetic packed data, after a warm-up.")
+        record_rows(args.out / "train.csv", rows, args.out / "train.md", "Training throughput per backbone",
+                    note="Produced by `python experiments/bench_train.py`: the full Trainer step "
+                         "(loader, device-side normalisation and flip, forward, softmax + center, "
+                         "backward, SGD) on synthetic packed data, after a warm-up.")
         if args.aligned:
             aligned = Path(args.aligned)
             loader = {**where, "source": aligned.name, **loader_throughput(aligned, args, work)}
-            append_rows(args.out / "loader.csv", [loader])
-            csv_to_markdown(args.out / "loader.csv", args.out / "loader.md", "Packed memmap vs image files",
-                            note="Produced by `python experiments/bench_train.py`: one shuffled pass over the "
-                                 "same aligned crops, batch 256, with 0 and N loader workers each, page cache "
-                                 "warm; the speedup compares each format at its best worker count.")
+            record_rows(args.out / "loader.csv", [loader], args.out / "loader.md", "Packed memmap vs image files",
+                        note="Produced by `python experiments/bench_train.py`: one shuffled pass over the "
+                             "same aligned crops, batch 256, with 0 and N loader workers each, page cache "
+                             "warm; the speedup compares each format at its best worker count.")
             print(f"loader: packed {loader['packed_images_per_s']:.0f} images/s, files "
                   f"{loader['files_images_per_s']:.0f} images/s, speedup {loader['speedup']:.1f}x")
 

@@ -36,7 +36,7 @@ from faceverify.data.transforms import to_network_input
 from faceverify.losses.objective import LossConfig, Objective
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import device_description
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 from faceverify.training.config import TrainConfig
 from faceverify.training.distributed import resolve_device
 from faceverify.training.build import _backbone_parameter_groups
@@ -155,12 +155,11 @@ def main() -> None:
                          "trainer_runs": " ".join(f"{v:.1f}" for v in trainer_runs),
                          "bare_runs": " ".join(f"{v:.1f}" for v in bare_runs), "torch_threads": torch.get_num_threads()})
             print(rows[-1])
-    append_rows(args.out / "trainer_vs_bare.csv", rows)
-    csv_to_markdown(args.out / "trainer_vs_bare.csv", args.out / "trainer_vs_bare.md",
-                    "The Trainer against a bare PyTorch loop",
-                    note="Produced by `python experiments/bench_trainer.py`: softmax + center loss, SGD, device-side "
-                         "flips, the same packed data and loader; runs interleaved; images/s and ratio are the medians "
-                         "of the repeats.")
+    record_rows(args.out / "trainer_vs_bare.csv", rows, args.out / "trainer_vs_bare.md",
+                "The Trainer against a bare PyTorch loop",
+                note="Produced by `python experiments/bench_trainer.py`: softmax + center loss, SGD, device-side "
+                     "flips, the same packed data and loader; runs interleaved; images/s and ratio are the medians "
+                     "of the repeats.")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from faceverify.data.lfw import read_pairs, resolve_image_paths  # noqa: E402
 from faceverify.demo import DEMO_SAMPLER, demo_spec  # noqa: E402
 from faceverify.io import save_figure  # noqa: E402
 from faceverify.provenance import device_description  # noqa: E402
-from faceverify.results import append_rows, csv_to_markdown, provenance, read_rows  # noqa: E402
+from faceverify.results import provenance, read_rows, record_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "demo"
@@ -60,11 +60,10 @@ def align_sweep(sizes: list[int], where: dict) -> None:
                      "detection_rate": counts["ok"] / summary["sources"], "seconds": seconds,
                      "images_per_s": summary["sources"] / seconds, "meets_rate_target": counts["ok"] / summary["sources"] >= 0.998})
         print(rows[-1], flush=True)
-    append_rows(OUT / "alignment_min_face.csv", rows)
-    csv_to_markdown(OUT / "alignment_min_face.csv", OUT / "alignment_min_face.md",
-                    "MTCNN minimum face size: time against detection rate on LFW's 7,701 pair images",
-                    note="Produced by `python experiments/demo_tradeoffs.py --align`; the demo keeps the largest size "
-                         "whose detection rate stays >= 99.8%.")
+    record_rows(OUT / "alignment_min_face.csv", rows, OUT / "alignment_min_face.md",
+                "MTCNN minimum face size: time against detection rate on LFW's 7,701 pair images",
+                note="Produced by `python experiments/demo_tradeoffs.py --align`; the demo keeps the largest size "
+                     "whose detection rate stays >= 99.8%.")
 
 
 def training_curve(aligned: Path, fold: int, schedules: list[int], seeds: list[int], sampler: str, batch_norm: bool,
@@ -87,13 +86,12 @@ def training_curve(aligned: Path, fold: int, schedules: list[int], seeds: list[i
                              "milestones": " ".join(map(str, config.optim.milestones)),
                              "sampler": config.data.sampler, "seed": seed})
                 print(rows[-1], flush=True)
-    append_rows(OUT / "training_curve.csv", rows)
-    csv_to_markdown(OUT / "training_curve.csv", OUT / "training_curve.md",
-                    "The demo's held-out accuracy against training length",
-                    note="Produced by `python experiments/demo_tradeoffs.py --curve`: the demo's cell trained with "
-                         "each schedule length (milestones scaled with it), evaluated on the held-out fold with the "
-                         "threshold from the other nine folds. Rows with an empty batch_norm, sampler or seed were "
-                         "recorded before that column existed: without BatchNorm, PK batches, seed 0.")
+    record_rows(OUT / "training_curve.csv", rows, OUT / "training_curve.md",
+                "The demo's held-out accuracy against training length",
+                note="Produced by `python experiments/demo_tradeoffs.py --curve`: the demo's cell trained with "
+                     "each schedule length (milestones scaled with it), evaluated on the held-out fold with the "
+                     "threshold from the other nine folds. Rows with an empty batch_norm, sampler or seed were "
+                     "recorded before that column existed: without BatchNorm, PK batches, seed 0.")
     recorded = read_rows(OUT / "training_curve.csv")
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     points = curve_points(recorded, fold)

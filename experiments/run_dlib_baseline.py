@@ -22,7 +22,7 @@ from faceverify.baselines.dlib_resnet import embed_lfw_with_dlib
 from faceverify.data.lfw import read_pairs, resolve_image_paths
 from faceverify.data.locate import lfw_images_dir, lfw_protocol_dir
 from faceverify.evaluation.lfw_eval import EmbeddingSet, EvalConfig, evaluate_embeddings, write_outputs
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = 0.9938
@@ -82,9 +82,7 @@ def main() -> None:
             })
             print(json.dumps({k: rows[-1][k] for k in ("metric", "flip", "accuracy", "accuracy_std", "auc")}))
     csv_path = args.results / "dlib_lfw.csv"
-    append_rows(csv_path, rows)
-    csv_to_markdown(
-        csv_path, args.results / "dlib_lfw.md", "dlib ResNet baseline on LFW (View 2, 10-fold)",
+    record_rows(csv_path, rows, args.results / "dlib_lfw.md", "dlib ResNet baseline on LFW (View 2, 10-fold)",
         note="Produced by the command in each row. Accuracy is the mean over held-out folds; dlib "
              "publishes 99.38%. Images where HOG found no face used a fixed LFW box (counted).",
         columns=["commit", "device", "time_utc", "folds", "pairs", "metric", "flip", "accuracy", "accuracy_std",

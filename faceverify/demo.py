@@ -33,7 +33,7 @@ from faceverify.ablation.spec import AblationSpec, validate
 from faceverify.data.lfw import read_pairs, resolve_image_paths
 from faceverify.io import atomic_write, write_json
 from faceverify.use.model import Calibration, write_calibration
-from faceverify.results import append_rows, csv_to_markdown, read_rows
+from faceverify.results import read_rows, record_rows
 from faceverify.locks import lock_output
 
 # MTCNN's smallest face for the demo's alignment: LFW faces are about 100 px in 250x250 photos, and
@@ -190,8 +190,7 @@ def _run_demo(lfw: str | None, out: Path, fold: int, profile: str | None, downlo
     for command in examples:
         print(f"  {command}")
     if record is not None:
-        append_rows(record / "demo.csv", [result])
-        csv_to_markdown(record / "demo.csv", record / "demo.md", "The quick-start demo",
-                        note="Rows appended by `faceverify demo --record results/demo` (see "
-                             "experiments/time_demo.sh, which runs the README's first command on a fresh clone).")
+        record_rows(record / "demo.csv", [result], record / "demo.md", "The quick-start demo",
+                    note="Rows appended by `faceverify demo --record results/demo` (see "
+                         "experiments/time_demo.sh, which runs the README's first command on a fresh clone).")
     return result

@@ -70,7 +70,7 @@ from faceverify.evaluation.benchmarks import (
 from faceverify.evaluation.lfw_eval import EvalConfig
 from faceverify.io import folder_overlap, write_json, write_text
 from faceverify.provenance import device_description
-from faceverify.results import append_rows, csv_to_markdown, provenance
+from faceverify.results import provenance, record_rows
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
 from faceverify.training.distributed import resolve_device
 from faceverify.training.checkpoint_eval import load_backbone
@@ -352,8 +352,7 @@ def record_row(report: dict, results_dir: Path) -> Path:
         row[f"published_{name}"] = value
     row.update(commit=report["commit"], device=report["device"], time_utc=report["time_utc"])
     csv_path = results_dir / "reproduce.csv"
-    append_rows(csv_path, [row])
-    csv_to_markdown(csv_path, results_dir / "reproduce.md", "Reproductions",
-                    note="Rows appended by `faceverify reproduce ... --record`; `complete` is false for runs "
-                         "shortened or changed by overrides (smoke runs), which are not results of the recipe.")
+    record_rows(csv_path, [row], results_dir / "reproduce.md", "Reproductions",
+                note="Rows appended by `faceverify reproduce ... --record`; `complete` is false for runs "
+                     "shortened or changed by overrides (smoke runs), which are not results of the recipe.")
     return csv_path

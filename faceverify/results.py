@@ -72,3 +72,11 @@ def csv_to_markdown(csv_path: str | Path, md_path: str | Path, title: str, note:
         text += note.strip() + "\n\n"
     text += markdown_table(rows, columns)
     return write_text(md_path, text)
+
+
+def record_rows(csv_path: str | Path, rows: Iterable[dict[str, Any]], md_path: str | Path, title: str,
+                note: str = "", columns: list[str] | None = None) -> Path:
+    """What every recording script ends with: append ``rows`` to ``csv_path`` (the source) and
+    regenerate ``md_path`` from the whole CSV (:func:`append_rows`, :func:`csv_to_markdown`)."""
+    append_rows(csv_path, rows)
+    return csv_to_markdown(csv_path, md_path, title, note=note, columns=columns)
