@@ -172,3 +172,15 @@ def test_a_loss_weight_that_is_negative_or_not_a_number_is_refused(weight: str):
     with pytest.raises(ConfigError, match=r"loss.terms.center"):
         from_dict(TrainConfig, resolve_tree(None, [f"loss.terms.center={weight}"]))
     assert from_dict(TrainConfig, resolve_tree(None, ["loss.terms.center=0"])).loss.terms["center"] == 0
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    (["eval.lfw=/x"], "eval.lfw and eval.pairs go together"),
+    (["eval.every=10"], "eval.every is set but no benchmark is"),
+])
+def test_the_eval_section_checks_its_fields_together_when_loaded(overrides: list[str], fragment: str):
+    from faceverify.training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=fragment):
+        from_dict(TrainConfig, resolve_tree(None, overrides))
+    assert from_dict(TrainConfig, resolve_tree(None, ["eval.every=10", "eval.bins=[a.bin]"])).eval.every == 10

@@ -113,6 +113,10 @@ class EvalDuringTraining:
         bad = [f for f in self.folds if not 1 <= f <= 10]
         if bad or len(set(self.folds)) != len(self.folds):
             raise ConfigError(f"folds must be distinct fold numbers 1..10, got {self.folds}")
+        if bool(self.lfw) != bool(self.pairs):
+            raise ConfigError("eval.lfw and eval.pairs go together (an aligned LFW tree and its pairs file)")
+        if self.every and not self.lfw and not self.bins:
+            raise ConfigError("eval.every is set but no benchmark is: give eval.lfw + eval.pairs and/or eval.bins")
 
 
 @dataclass
