@@ -89,6 +89,7 @@ def test_training_goes_on_past_a_corrupt_record_counts_it_and_resumes_exactly(tm
     # 8 steps of 6 over 12 images = 4 epochs: each bad record met once per epoch
     assert [s["times"] for s in summary["skipped_records"]] == [4, 4]
     assert all("not a decodable image" in s["reason"] for s in summary["skipped_records"])
+    assert not (tmp_path / ".recordio-cache").exists()  # labels cached in the user cache, not beside out
 
     train(small_config(rec, tmp_path / "split", optim={"max_iters": 3, "milestones": [100]}, **common))
     train(small_config(rec, tmp_path / "split", optim={"max_iters": 8, "milestones": [100]}, **common))
