@@ -18,6 +18,7 @@ from data_prep.detect import FaceDetector
 from data_prep.prepare import AlignConfig, AlignmentError, align_tree, read_manifest
 from faceverify.cli import main
 from faceverify.data.images import read_rgb
+from faceverify.locks import LOCK_NAME
 from tests.unprivileged import make_read_only, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,8 +30,10 @@ def faces(faces_dir: Path) -> dict[str, Path]:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
+    """Every output file's hash; the lock file is not an output (each run that takes the lock writes
+    its own PID and start time into it, a refused re-run included)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
 
 
 def rows_by_src(dst: Path) -> dict[str, dict[str, str]]:
