@@ -9,6 +9,7 @@ import csv
 from pathlib import Path
 
 from faceverify.io import atomic_write
+from faceverify.errors import FaceverifyError
 
 STATUSES = ("ok", "fallback", "no_face", "unreadable")
 LANDMARK_COLUMNS = [f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")]
@@ -18,7 +19,7 @@ MANIFEST_COLUMNS = [
 ]
 
 
-class AlignmentError(ValueError):
+class AlignmentError(FaceverifyError, ValueError):
     """Bad input to the alignment run (empty source, malformed landmarks file or manifest, ...)."""
 
 

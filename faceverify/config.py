@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from faceverify.errors import FaceverifyError
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(FaceverifyError, ValueError):
     """A configuration key or value that cannot be used; the message says which and why."""
 
 

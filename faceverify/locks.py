@@ -20,11 +20,12 @@ import socket
 import sys
 import time
 from pathlib import Path
+from faceverify.errors import FaceverifyError
 
 LOCK_NAME = ".faceverify.lock"
 
 
-class OutputInUseError(OSError):
+class OutputInUseError(FaceverifyError, OSError):
     """Another live process holds the output's lock; the message names it."""
 
     def __init__(self, message: str):

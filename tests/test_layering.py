@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HELPERS = {"faceverify", "faceverify.config", "faceverify.io", "faceverify.locks", "faceverify.progress",
-           "faceverify.provenance"}
+HELPERS = {"faceverify", "faceverify.config", "faceverify.errors", "faceverify.io", "faceverify.locks",
+           "faceverify.progress", "faceverify.provenance"}
 ALLOWED = {
     "faceverify.data": {"faceverify.data"},
     "faceverify.models": {"faceverify.models"},
@@ -68,3 +68,29 @@ def test_no_import_anywhere_in_a_lower_layer_runs_back_up(package: str):
     for path in sorted(folder.rglob("*.py")):
         extra = _imported(path) - HELPERS - ALLOWED[package]
         assert not extra, f"{path.relative_to(REPO)} imports {sorted(extra)}"
+
+
+def test_every_error_a_user_can_fix_derives_from_one_base():
+    """Each ``*Error`` class of the package is a FaceverifyError and still the built-in type it was
+    (ValueError, OSError, ...), so user code catching either keeps working."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import data_prep
+    import faceverify
+    from faceverify.errors import FaceverifyError
+
+    found = {}
+    for package in (faceverify, data_prep):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.endswith("__main__"):
+                continue
+            module = importlib.import_module(info.name)
+            for name, cls in inspect.getmembers(module, inspect.isclass):
+                if name.endswith("Error") and cls.__module__ == module.__name__ and cls is not FaceverifyError:
+                    found[name] = cls
+    assert len(found) >= 17, sorted(found)  # the 17 of this writing; new ones join the check by name
+    for name, cls in found.items():
+        assert issubclass(cls, FaceverifyError), name
+        assert any(issubclass(cls, base) for base in (ValueError, OSError, ArithmeticError)), name

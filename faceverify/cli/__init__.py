@@ -15,7 +15,7 @@ from typing import Callable, NoReturn
 
 from faceverify.cli import data_commands, eval_commands, run_commands, use_commands
 from faceverify.cli.shape import UsageError, split_overrides
-from faceverify.config import ConfigError
+from faceverify.errors import FaceverifyError
 from faceverify.training.stop import StoppedBySignal
 
 __all__ = ["main", "build_parser", "UsageError"]
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C / SIGTERM during an ablation, the demo or a reproduction: saved, nothing scored
         print(f"faceverify {command}: {err}", file=sys.stderr)
         return 130
-    except (ConfigError, ValueError, KeyError, FloatingPointError, OSError) as err:
+    except (FaceverifyError, ValueError, KeyError, FloatingPointError, OSError) as err:
         # every input or usage error: one message naming the file or option, exit status 2
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         if os.environ.get("FACEVERIFY_TRACEBACK"):  # for developers: the whole story

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from faceverify.config import from_dict, merge, resolve_tree
+from faceverify.errors import FaceverifyError
 
 T = TypeVar("T")
 OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_+\-]*(\.[A-Za-z0-9_+\-]+)*=")
 
 
-class UsageError(ValueError):
+class UsageError(FaceverifyError, ValueError):
     """A command-line mistake; reported in one line with exit status 2, like every input error."""
 
 

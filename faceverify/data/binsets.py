@@ -27,11 +27,12 @@ import numpy as np
 from faceverify.data.lfw import PairsProtocol
 from faceverify.data.recordio import decode_image, encode_image
 from faceverify.io import atomic_write
+from faceverify.errors import FaceverifyError
 
 STANDARD_SETS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
 
 
-class BinSetError(ValueError):
+class BinSetError(FaceverifyError, ValueError):
     """A ``.bin`` file that is not a verification set; the message names the file and the problem."""
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from faceverify.errors import FaceverifyError
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # phone panoramas are legitimate input
 
 
-class UnreadableImageError(OSError):
+class UnreadableImageError(FaceverifyError, OSError):
     """The file could not be decoded as an image; ``reason`` is the decoder's message."""
 
     def __init__(self, path: str | Path, reason: str):

@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from faceverify.errors import FaceverifyError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".gif", ".tif", ".tiff")
 
 
-class ProtocolFileError(ValueError):
+class ProtocolFileError(FaceverifyError, ValueError):
     """A malformed LFW protocol file; the message names the file and the line."""
 
 
-class MissingImagesError(FileNotFoundError):
+class MissingImagesError(FaceverifyError, FileNotFoundError):
     """Images referenced by a protocol file are not on disk; the message counts and lists them."""
 
     def __init__(self, root: Path, missing: list[str]):

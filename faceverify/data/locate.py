@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from faceverify.errors import FaceverifyError
 
 DATA_ENV = "FACEVERIFY_DATA"
 # the image folder names of LFW as it circulates (deep-funneled first, as the shared data has it)
 LFW_IMAGE_FOLDERS = ("lfw-deepfunneled", "lfw_funneled", "lfw-funneled", "lfw")
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(FaceverifyError, FileNotFoundError):
     """Data needed for a command is not where it was looked for; the message says how to fix it."""
 
 
@@ -52,7 +53,7 @@ def lfw_images_dir(explicit: str | Path | None = None) -> Path:
     return folder
 
 
-class DatasetError(ValueError):
+class DatasetError(FaceverifyError, ValueError):
     """A dataset is missing, incomplete or corrupt; the message says what and how to fix it."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from faceverify.io import atomic_write, write_text
 from faceverify.progress import progress_bar
+from faceverify.errors import FaceverifyError
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -43,7 +44,7 @@ IR_SIZE = struct.calcsize(IR_FORMAT)  # 24
 Layout = Literal["legacy", "builder"]
 
 
-class RecordIOError(ValueError):
+class RecordIOError(FaceverifyError, ValueError):
     """A RecordIO file that cannot be read as one; the message names the file, record and offset."""
 
 

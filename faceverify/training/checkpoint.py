@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from faceverify.io import atomic_write
+from faceverify.errors import FaceverifyError
 
 FORMAT = "faceverify-checkpoint-v1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FaceverifyError, ValueError):
     """A file that is not a faceverify checkpoint, or one that cannot be read."""
 
 

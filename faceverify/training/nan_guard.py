@@ -11,9 +11,10 @@ from typing import Callable
 import torch
 
 from faceverify.training import distributed
+from faceverify.errors import FaceverifyError
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(FaceverifyError, FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the term(s)."""
 
 

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 
 from faceverify.config import changed_keys, to_dict
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig, upgrade_saved_config
+from faceverify.errors import FaceverifyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceverify.data.sources import TrainingData
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(FaceverifyError, ValueError):
     """An output folder holds a run made with other settings or other data."""
 
 

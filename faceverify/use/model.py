@@ -54,6 +54,7 @@ from faceverify.use.calibration import (  # noqa: F401 - part of the model API
     read_calibration,
     write_calibration,
 )
+from faceverify.errors import FaceverifyError
 
 MODEL_FORMAT = "faceverify-model-v1"
 PhotoInput = str | Path | np.ndarray
@@ -62,11 +63,11 @@ PhotoInput = str | Path | np.ndarray
 DLIB_THRESHOLD = 0.6
 
 
-class ModelError(ValueError):
+class ModelError(FaceverifyError, ValueError):
     """A file that is not a usable model, or a model used in a way it does not support."""
 
 
-class NoFaceError(ValueError):
+class NoFaceError(FaceverifyError, ValueError):
     """No face was found in a photo; the message names the photo."""
 
 

@@ -33,12 +33,13 @@ from faceverify.io import atomic_write, check_not_an_input, write_json
 from faceverify.use.model import FaceModel
 from faceverify.progress import progress_bar
 from faceverify.locks import lock_output
+from faceverify.errors import FaceverifyError
 
 
 RESULT_COLUMNS = ("similarity", "threshold", "same", "status")  # what verify --pairs adds to every row
 
 
-class PhotoListError(ValueError):
+class PhotoListError(FaceverifyError, ValueError):
     """A list or pairs file that cannot be used; the message names the file and the line."""
 
 
