@@ -6,8 +6,8 @@ The byte format lives in :mod:`faceverify.data.recordio_format`, the training da
 A pack folder holds ``train.rec``, ``train.idx`` and ``property`` (their bytes are described in
 :mod:`faceverify.data.recordio_format`). Two layouts are in the wild:
 
-* **legacy** (insightface's packs: ``faces_webface_112x112``, ``faces_emore``, ``ms1m-retinaface-t1``): record 0 is a header with ``flag > 0`` and
-  ``label = [N + 1, N + 1 + C]``; images are records ``1 .. N``; records ``N + 1 .. N + C`` hold
+* **legacy** (insightface's packs: ``faces_webface_112x112``, ``faces_emore``,
+  ``ms1m-retinaface-t1``): record 0 is a header with ``flag > 0`` and ``label = [N + 1, N + 1 + C]``; images are records ``1 .. N``; records ``N + 1 .. N + C`` hold
   each identity's image range ``[start, end)`` in their label;
 * **builder** (insightface's newer ``rec_builder``): images from record 0 with scalar labels, no
   header record.
@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -59,6 +61,65 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faceverify" / "recordio"
 
 
+def is_legacy_header(key: int, header: IRHeader, image_bytes: int) -> bool:
+    """Record 0 of the legacy layout: two or more labels ``[N + 1, N + 1 + C]`` and no image
+    (``image_bytes``: the length of the record's payload after its header)."""
+    return (key == 0 and header.flag >= 2 and image_bytes == 0
+            and 1 <= int(header.label[0]) <= int(header.label[1]))
+
+
+def scalar_label(header: IRHeader) -> float:
+    """A builder record's identity label: the scalar, or the first of the flag's labels."""
+    label = header.label
+    return float(label if np.ndim(label) == 0 else np.asarray(label).reshape(-1)[0])
+
+
+def is_identity_label(value: float) -> bool:
+    """Identity labels are whole numbers >= 0 (``0.1`` or ``nan`` would become classes of their own)."""
+    return math.isfinite(value) and value == round(value) and value >= 0
+
+
+@dataclass(frozen=True)
+class RangeDefect:
+    """What is wrong with one legacy identity record's ``[start, end)`` image range: ``kind`` is
+    ``missing`` (no record), ``no_range`` (``values``), ``outside`` (``start``, ``end``) or
+    ``overlap`` (``image`` already claimed by identity record ``other``)."""
+
+    kind: str
+    key: int
+    values: tuple[float, ...] = ()
+    start: int = 0
+    end: int = 0
+    image: int = 0
+    other: int = 0
+
+
+def assign_identity_ranges(ranges: Iterable[tuple[int, np.ndarray | None]],
+                           n: int) -> tuple[np.ndarray, list[RangeDefect]]:
+    """``(owner, defects)`` of the legacy layout's identity records ``(key, label values or None)``,
+    in key order, over image records ``1..n``: ``owner[i]`` is the identity record that claimed
+    image record ``i + 1`` (``-1``: none; an image claimed twice keeps its first owner)."""
+    owner = np.full(n, -1, dtype=np.int64)
+    defects: list[RangeDefect] = []
+    for key, values in ranges:
+        if values is None:
+            defects.append(RangeDefect("missing", key))
+            continue
+        values = np.asarray(values).reshape(-1)
+        if values.size < 2 or not np.isfinite(values[:2]).all():
+            defects.append(RangeDefect("no_range", key, values=tuple(values.tolist())))
+            continue
+        start, end = (int(v) for v in values[:2])
+        if not 1 <= start <= end <= n + 1:
+            defects.append(RangeDefect("outside", key, start=start, end=end))
+            continue
+        claimed = owner[start - 1 : end - 1]
+        for image in (np.flatnonzero(claimed >= 0) + start).tolist():
+            defects.append(RangeDefect("overlap", key, image=image, other=int(owner[image - 1])))
+        owner[start - 1 : end - 1] = np.where(claimed >= 0, claimed, key)
+    return owner, defects
+
+
 class RecordIOFolder:
     """A ``train.rec`` / ``train.idx`` / ``property`` folder: layout, labels, random access.
 
@@ -85,9 +146,7 @@ class RecordIOFolder:
         self.property = self._read_property()
         first_key = min(self.offsets)
         first, first_image = unpack_ir(self.record(first_key), self.rec, first_key)
-        # the legacy header record: two+ labels [N + 1, N + 1 + C] and no image
-        if first_key == 0 and first.flag >= 2 and not first_image and \
-                1 <= int(first.label[0]) <= int(first.label[1]):
+        if is_legacy_header(first_key, first, len(first_image)):
             self.layout: Layout = "legacy"
             n_plus_1, end = int(first.label[0]), int(first.label[1])
             self.image_keys = np.arange(1, n_plus_1, dtype=np.int64)
@@ -116,8 +175,6 @@ class RecordIOFolder:
     # -- setup
     def _check_offsets(self, size: int) -> None:
         """Every indexed record starts inside train.rec (an index of another file, or a truncated one)."""
-        if size == 0:
-            raise RecordIOError(f"{self.rec} is empty (0 bytes)")
         key, offset = max(self.offsets.items(), key=lambda item: item[1])
         if offset + 8 > size:
             raise RecordIOError(f"{self.rec}: the index puts record {key} at byte {offset}, past the end of the "
@@ -187,35 +244,22 @@ class RecordIOFolder:
         if cache.is_file():
             with np.load(cache) as data:
                 return data["labels"], data["values"]
-        raw = np.empty(self.image_keys.size, dtype=np.float64)
         if self.layout == "legacy":
-            raw.fill(np.nan)
             n = int(self.image_keys.size)
-            owner = np.full(n, -1, dtype=np.int64)  # identity record that claimed each image
-            for key in progress_bar(self.identity_keys.tolist(), desc="identities", enabled=progress):
-                label_values = np.asarray(self.header(key).label).reshape(-1)
-                if label_values.size < 2 or not np.isfinite(label_values[:2]).all():
-                    raise RecordIOError(f"{self.rec}: identity record {key} holds no [start, end) image range "
-                                        f"(label {label_values.tolist()})")
-                start, end = (int(v) for v in label_values[:2])
-                if not 1 <= start <= end <= n + 1:
-                    raise RecordIOError(f"{self.rec}: identity record {key} claims images [{start}, {end}), outside "
-                                        f"the pack's images 1..{n}")
-                claimed = owner[start - 1 : end - 1]
-                if (claimed >= 0).any():
-                    image = start + int(np.flatnonzero(claimed >= 0)[0])
-                    raise RecordIOError(f"{self.rec}: identity records {int(claimed[claimed >= 0][0])} and {key} both "
-                                        f"claim image record {image} (overlapping identity ranges)")
-                owner[start - 1 : end - 1] = key
-                raw[start - 1 : end - 1] = key - int(self.identity_keys[0])
-            if np.isnan(raw).any():
-                first = int(np.flatnonzero(np.isnan(raw))[0]) + 1
+            ranges = ((key, self.header(key).label)
+                      for key in progress_bar(self.identity_keys.tolist(), desc="identities", enabled=progress))
+            owner, defects = assign_identity_ranges(ranges, n)
+            if defects:
+                raise RecordIOError(self._range_message(defects[0], n))
+            if (owner < 0).any():
+                first = int(np.flatnonzero(owner < 0)[0]) + 1
                 raise RecordIOError(f"{self.rec}: image record {first} belongs to no identity range")
+            raw = (owner - int(self.identity_keys[0])).astype(np.float64)
         else:
+            raw = np.empty(self.image_keys.size, dtype=np.float64)
             for i, key in enumerate(progress_bar(self.image_keys.tolist(), desc="labels", enabled=progress)):
-                label = self.header(key).label
-                value = float(label if np.ndim(label) == 0 else np.asarray(label).reshape(-1)[0])
-                if not math.isfinite(value) or value != round(value) or value < 0:
+                value = scalar_label(self.header(key))
+                if not is_identity_label(value):
                     raise RecordIOError(f"{self.rec}: record {key} has label {value!r}; identity labels are "
                                         "whole numbers >= 0")
                 raw[i] = value
@@ -226,6 +270,16 @@ class RecordIOFolder:
         except OSError:
             pass  # a read-only cache only costs the scan next time
         return labels.astype(np.int64), values
+
+    def _range_message(self, defect: RangeDefect, n: int) -> str:
+        if defect.kind == "no_range":
+            return (f"{self.rec}: identity record {defect.key} holds no [start, end) image range "
+                    f"(label {list(defect.values)})")
+        if defect.kind == "outside":
+            return (f"{self.rec}: identity record {defect.key} claims images [{defect.start}, {defect.end}), "
+                    f"outside the pack's images 1..{n}")
+        return (f"{self.rec}: identity records {defect.other} and {defect.key} both claim image record "
+                f"{defect.image} (overlapping identity ranges)")
 
     # -- access
     def _file(self) -> int:

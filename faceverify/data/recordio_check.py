@@ -17,7 +17,6 @@ all that is wrong, so a damaged pack is repaired (or its bad records known) befo
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 import time
@@ -29,10 +28,15 @@ import numpy as np
 
 from faceverify.data.recordio import (
     MAGIC,
+    RangeDefect,
     RecordIOError,
+    assign_identity_ranges,
     decode_image,
+    is_identity_label,
+    is_legacy_header,
     read_index_lines,
     read_record,
+    scalar_label,
     unpack_ir,
 )
 from faceverify.progress import progress_bar
@@ -178,52 +182,42 @@ def _read_index(path: Path, size: int, starts: set[int], corrupt: set[int], defe
 def _check_labels(report: CheckReport, headers: dict[int, tuple], keys: list[int]) -> tuple[list[int], np.ndarray]:
     """Layout, image keys and labels from the headers; every label defect reported."""
     first = headers.get(keys[0]) if keys else None
-    legacy = (first is not None and keys[0] == 0 and first[0].flag >= 2 and not first[1]
-              and 1 <= int(first[0].label[0]) <= int(first[0].label[1]))
-    if not legacy:
+    if first is None or not is_legacy_header(keys[0], first[0], first[1]):
         report.layout = "builder"
         values = []
         for key in keys:
             if key not in headers:
                 continue
-            label = headers[key][0].label
-            value = float(label if np.ndim(label) == 0 else np.asarray(label).reshape(-1)[0])
-            if not math.isfinite(value) or value != round(value) or value < 0:
+            value = scalar_label(headers[key][0])
+            if is_identity_label(value):
+                values.append(value)
+            else:
                 report.defects.append(Defect("label", f"label {value!r}; identity labels are whole numbers >= 0",
                                              record=key))
-            else:
-                values.append(value)
         report.identities = len(set(values))
         return [k for k in keys if k in headers], np.array(sorted(set(values)))
     report.layout = "legacy"
     n_plus_1, end = int(first[0].label[0]), int(first[0].label[1])
     image_keys = list(range(1, n_plus_1))
     n = len(image_keys)
-    owner = np.full(n, -1, dtype=np.int64)
-    for key in range(n_plus_1, end):
-        if key not in headers:
-            report.defects.append(Defect("range", "identity record missing (not in the file or the index)",
-                                         record=key))
-            continue
-        values = np.asarray(headers[key][0].label).reshape(-1)
-        if values.size < 2 or not np.isfinite(values[:2]).all():
-            report.defects.append(Defect("range", f"identity record holds no [start, end) range ({values.tolist()})",
-                                         record=key))
-            continue
-        start, stop = int(values[0]), int(values[1])
-        if not 1 <= start <= stop <= n + 1:
-            report.defects.append(Defect("range", f"identity range [{start}, {stop}) outside the images 1..{n}",
-                                         record=key))
-            continue
-        claimed = owner[start - 1 : stop - 1]
-        for image in (np.flatnonzero(claimed >= 0) + start).tolist():
-            report.defects.append(Defect("range", f"image record {image} also claimed by identity record "
-                                         f"{int(owner[image - 1])} (overlapping ranges)", record=key))
-        owner[start - 1 : stop - 1] = np.where(claimed >= 0, claimed, key)
+    ranges = ((key, headers[key][0].label if key in headers else None) for key in range(n_plus_1, end))
+    owner, defects = assign_identity_ranges(ranges, n)
+    for defect in defects:
+        report.defects.append(Defect("range", _range_text(defect, n), record=defect.key))
     for image in (np.flatnonzero(owner < 0) + 1).tolist():
         report.defects.append(Defect("range", "image record belongs to no identity range", record=image))
     report.identities = end - n_plus_1
     return image_keys, np.arange(report.identities)
+
+
+def _range_text(defect: RangeDefect, n: int) -> str:
+    if defect.kind == "missing":
+        return "identity record missing (not in the file or the index)"
+    if defect.kind == "no_range":
+        return f"identity record holds no [start, end) range ({list(defect.values)})"
+    if defect.kind == "outside":
+        return f"identity range [{defect.start}, {defect.end}) outside the images 1..{n}"
+    return f"image record {defect.image} also claimed by identity record {defect.other} (overlapping ranges)"
 
 
 def check_recordio(root: str | Path, workers: int = 0, progress: bool = True) -> CheckReport:
