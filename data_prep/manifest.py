@@ -8,8 +8,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from faceverify.io import atomic_write
 from faceverify.errors import FaceverifyError
+from faceverify.io import atomic_write
 
 STATUSES = ("ok", "fallback", "no_face", "unreadable")
 LANDMARK_COLUMNS = [f"{axis}{i}" for i in range(1, 6) for axis in ("x", "y")]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
 from faceverify.errors import FaceverifyError
 
 T = TypeVar("T")

@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+
 from faceverify.errors import FaceverifyError
 
 LOCK_NAME = ".faceverify.lock"

@@ -26,8 +26,8 @@ import numpy as np
 
 from faceverify.data.lfw import PairsProtocol
 from faceverify.data.recordio import decode_image, encode_image
-from faceverify.io import atomic_write
 from faceverify.errors import FaceverifyError
+from faceverify.io import atomic_write
 
 STANDARD_SETS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
 

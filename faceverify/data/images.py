@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from faceverify.errors import FaceverifyError
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # phone panoramas are legitimate input

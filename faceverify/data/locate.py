@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
 from faceverify.errors import FaceverifyError
 
 DATA_ENV = "FACEVERIFY_DATA"
@@ -44,8 +45,11 @@ def lfw_protocol_dir(explicit: str | Path | None = None) -> Path:
 def lfw_images_dir(explicit: str | Path | None = None) -> Path:
     """LFW image tree ``<Name>/<Name>_NNNN.jpg``: explicit, or the one in ``$FACEVERIFY_DATA/lfw``
     (``lfw-deepfunneled``, ``lfw_funneled`` or ``lfw``)."""
-    folder = Path(explicit) if explicit else (_find_images(data_root() / "lfw")
-                                              or data_root() / "lfw" / LFW_IMAGE_FOLDERS[0])
+    if explicit:
+        folder = Path(explicit)
+    else:
+        lfw = data_root() / "lfw"
+        folder = _find_images(lfw) or lfw / LFW_IMAGE_FOLDERS[0]
     if not folder.is_dir():
         raise DataNotFoundError(
             f"LFW image folder {folder} does not exist; pass --lfw DIR or set ${DATA_ENV}"
@@ -90,8 +94,9 @@ def locate_lfw(path: str | Path | None = None) -> LFWLocation:
             candidates.append(Path(os.environ[DATA_ENV]).expanduser() / "lfw")
         candidates.append(Path.home() / "scikit_learn_data" / "lfw_home")
     for folder in candidates:
-        if (folder / "pairs.txt").is_file() and _find_images(folder) is not None:
-            return LFWLocation(_find_images(folder), folder)
+        images = _find_images(folder)
+        if (folder / "pairs.txt").is_file() and images is not None:
+            return LFWLocation(images, folder)
         if folder.is_dir() and (folder.parent / "pairs.txt").is_file() and folder.name in LFW_IMAGE_FOLDERS:
             return LFWLocation(folder, folder.parent)
     looked = ", ".join(str(c) for c in candidates)

@@ -33,9 +33,9 @@ from typing import BinaryIO, Iterable, Iterator, Literal, Sequence
 import cv2
 import numpy as np
 
+from faceverify.errors import FaceverifyError
 from faceverify.io import atomic_write, write_text
 from faceverify.progress import progress_bar
-from faceverify.errors import FaceverifyError
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from faceverify.io import atomic_write
 from faceverify.errors import FaceverifyError
+from faceverify.io import atomic_write
 
 FORMAT = "faceverify-checkpoint-v1"
 

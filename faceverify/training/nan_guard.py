@@ -10,8 +10,8 @@ from typing import Callable
 
 import torch
 
-from faceverify.training import distributed
 from faceverify.errors import FaceverifyError
+from faceverify.training import distributed
 
 
 class NonFiniteLossError(FaceverifyError, FloatingPointError):

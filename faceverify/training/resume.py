@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from faceverify.config import changed_keys, to_dict
-from faceverify.training.config import RESUME_NEUTRAL, TrainConfig, upgrade_saved_config
 from faceverify.errors import FaceverifyError
+from faceverify.training.config import RESUME_NEUTRAL, TrainConfig, upgrade_saved_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceverify.data.sources import TrainingData

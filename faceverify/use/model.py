@@ -45,6 +45,7 @@ from data_prep.align import get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
 from faceverify.data.images import read_rgb
 from faceverify.data.transforms import fit_array, horizontal_flip, to_network_input
+from faceverify.errors import FaceverifyError
 from faceverify.evaluation.embed import combine_flip
 from faceverify.use.calibration import (  # noqa: F401 - part of the model API
     Calibration,
@@ -54,7 +55,6 @@ from faceverify.use.calibration import (  # noqa: F401 - part of the model API
     read_calibration,
     write_calibration,
 )
-from faceverify.errors import FaceverifyError
 
 MODEL_FORMAT = "faceverify-model-v1"
 PhotoInput = str | Path | np.ndarray

@@ -29,12 +29,11 @@ import numpy as np
 
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
-from faceverify.io import atomic_write, check_not_an_input, write_json
-from faceverify.use.model import FaceModel
-from faceverify.progress import progress_bar
-from faceverify.locks import lock_output
 from faceverify.errors import FaceverifyError
-
+from faceverify.io import atomic_write, check_not_an_input, write_json
+from faceverify.locks import lock_output
+from faceverify.progress import progress_bar
+from faceverify.use.model import FaceModel
 
 RESULT_COLUMNS = ("similarity", "threshold", "same", "status")  # what verify --pairs adds to every row
 
