@@ -83,8 +83,6 @@ def write_packed_from(
     (``skipped_records``; identities left with no image are dropped and the labels renumbered).
     Written under ``out.partial`` and renamed when complete; removed on any failure."""
     out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
     if count == 0:
         raise ValueError("nothing to pack: no images left after filtering")
     if count != len(labels) or count != len(names):
@@ -109,7 +107,8 @@ def write_packed_from(
 def _write_packed_locked(out: Path, count: int, load_image: Callable[[int], np.ndarray], labels: Sequence[int],
                          identities: Sequence[str], names: Sequence[str], image_size: tuple[int, int] | None,
                          height: int, width: int, meta: dict[str, Any] | None, workers: int, progress: bool) -> Path:
-    """:func:`write_packed_from` once it holds OUT's lock."""
+    """:func:`write_packed_from` once it holds OUT's lock (an existing OUT is refused here, where no
+    other pack can be publishing it)."""
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
     tmp = out.with_name(out.name + ".partial")

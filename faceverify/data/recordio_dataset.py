@@ -135,13 +135,17 @@ def decode_batch_skipping(payloads: Sequence[bytes], labels: torch.Tensor, devic
     for position, payload in enumerate(payloads):
         try:
             image = decode_batch_on_gpu([payload], device)[0]
-            if tuple(image.shape[:2]) != tuple(size):
-                raise RuntimeError(f"a {image.shape[0]}x{image.shape[1]} image, the pack's crops are {size[0]}x{size[1]}")
-            images.append(image)
         except RuntimeError as err:
             images.append(None)
             failed.append((position, f"the payload is not a decodable image ({len(payload)} bytes): "
                                      f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"))
+            continue
+        if tuple(image.shape[:2]) != tuple(size):
+            images.append(None)
+            failed.append((position, f"a {image.shape[0]}x{image.shape[1]} image, the pack's crops are "
+                                     f"{size[0]}x{size[1]}"))
+            continue
+        images.append(image)
     images, filled = fill_skipped(images, labels.cpu().numpy(), [p for p, _ in failed])
     return torch.stack(images), torch.from_numpy(filled), failed
 
