@@ -210,7 +210,10 @@ class Trainer:
         self.check_finite()
         if name == "last.pt":
             self._last_saved_step = self.state.step
-        self._skipped_for_save = self.all_skipped_records()
+        if name == "last.pt" or not self.info.distributed:
+            # under DDP a collective: every rank saves last.pt at the same steps, but best.pt only the
+            # rank whose check improved (the main one), so best.pt carries the list of the last last.pt
+            self._skipped_for_save = self.all_skipped_records()
         if not self.info.is_main:
             return None
         return save_checkpoint(self.checkpoint_state(), self.checkpoint_dir / name)

@@ -301,3 +301,32 @@ def test_two_process_gloo_torchrun_matches_one_process(att_packed: Path, tmp_pat
     for part in ("model", "objective"):
         for key in a[part]:
             torch.testing.assert_close(b[part][key], a[part][key], rtol=1e-4, atol=1e-5, msg=f"{part}.{key}")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_checking_a_bin_set_keep_best_without_hanging(att_packed: Path, tmp_path: Path):
+    """best.pt is saved by the rank whose check improved (the main one) alone: saving it must not wait
+    on a collective the other rank never joins (the skipped-record merge is done at last.pt only)."""
+    from faceverify.data.binsets import write_bin
+    from faceverify.data.packed import PackedFaces
+
+    packed = PackedFaces(att_packed)  # 10 crops per person, in order
+    images, same = [], []
+    for p in range(20):  # matched pairs of person p, mismatched ones of p and p + 1
+        images += [packed[10 * p][0].numpy(), packed[10 * p + 1 if p % 2 == 0 else 10 * (p + 1) + 2][0].numpy()]
+        same.append(p % 2 == 0)
+    write_bin(tmp_path / "att.bin", images, same, encoding="png")
+    overrides = [f"data.source={att_packed}", "model.backbone=sphere20", "model.width=0.125",
+                 "model.embedding_dim=32", "data.batch_size=40", "data.workers=0", "optim.max_iters=12",
+                 "optim.lr=0.05", "progress=false", "tensorboard=false", "log_every=2", "eval.every=2",
+                 f"eval.bins=[{tmp_path / 'att.bin'}]", "eval.best=att", "deterministic=true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29537", "-m", "faceverify.cli", "train", f"out={tmp_path / 'run'}",
+                          *overrides], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/accuracy" in r]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert best["train_state"]["best_accuracy"] == max(r["eval/accuracy"] for r in rows)
+    assert best["train_state"]["best_step"] > 2  # a later check improved: the main rank saved best.pt alone
