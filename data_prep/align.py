@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from faceverify.errors import InvalidInputError
+
 # (x, y) in pixels of a 96-wide, 112-high crop (Wen et al. 2016 / SphereFace).
 TEMPLATE_112X96 = np.array(
     [
@@ -62,9 +64,9 @@ def get_template(name: str, scale: float = 1.0) -> Template:
     """``112x96`` or ``112x112``; ``scale`` > 1 gives larger crops of the same face geometry
     (``scale=2`` -> 224x192 with every template coordinate doubled)."""
     if name not in TEMPLATES:
-        raise ValueError(f"unknown template {name!r}; valid: {', '.join(TEMPLATES)}")
+        raise InvalidInputError(f"unknown template {name!r}; valid: {', '.join(TEMPLATES)}")
     if scale <= 0:
-        raise ValueError(f"template scale must be positive, got {scale}")
+        raise InvalidInputError(f"template scale must be positive, got {scale}")
     points, (height, width) = TEMPLATES[name]
     return Template(points * scale, (int(round(height * scale)), int(round(width * scale))), name)
 
@@ -79,14 +81,14 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
         raise ValueError(f"need matching [n>=2, 2] point sets, got {src.shape} and {dst.shape}")
     if not (np.all(np.isfinite(src)) and np.all(np.isfinite(dst))):
-        raise ValueError("landmarks contain NaN or inf")
+        raise InvalidInputError("landmarks contain NaN or inf")
     mean_src = src.mean(axis=0)
     mean_dst = dst.mean(axis=0)
     p = src - mean_src
     q = dst - mean_dst
     var_p = (p**2).sum() / len(src)
     if var_p <= 1e-12:
-        raise ValueError("landmarks are all at one point; cannot fit a similarity transform")
+        raise InvalidInputError("landmarks are all at one point; cannot fit a similarity transform")
     sigma = q.T @ p / len(src)
     u, d, vt = np.linalg.svd(sigma)
     s = np.eye(2)

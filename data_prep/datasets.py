@@ -33,6 +33,7 @@ from faceverify.data.locate import (  # noqa: F401 - LFW is located there; these
     LFWLocation,
     locate_lfw,
 )
+from faceverify.errors import MissingInputError
 
 LFW_IMAGES = 13233
 LFW_PEOPLE = 5749
@@ -85,7 +86,7 @@ def read_checksum_manifest(path: str | Path) -> dict[str, tuple[str, int]]:
     a malformed line is a DatasetError naming the file and the line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checksum manifest {path} does not exist")
+        raise MissingInputError(f"checksum manifest {path} does not exist")
     expected: dict[str, tuple[str, int]] = {}
     with open(path, encoding="utf-8") as handle:
         header = handle.readline().split()

@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import torch
 
+from faceverify.errors import InvalidInputError
+
 FacePolicy = Literal["center", "largest", "most-confident"]
 POLICIES: tuple[str, ...] = ("center", "largest", "most-confident")
 
@@ -69,7 +71,7 @@ def choose_face(
     if policy == "most-confident":
         return int(np.argmax(detections.scores))
     if policy != "center":
-        raise ValueError(f"unknown face policy {policy!r}; valid: {', '.join(POLICIES)}")
+        raise InvalidInputError(f"unknown face policy {policy!r}; valid: {', '.join(POLICIES)}")
     height, width = image_size
     centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
     distance = np.linalg.norm(centres - np.array([width / 2.0, height / 2.0]), axis=1)

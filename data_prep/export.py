@@ -17,6 +17,7 @@ from faceverify.data.binsets import write_bin
 from faceverify.data.images import read_rgb
 from faceverify.data.lfw import read_pairs, resolve_image_paths
 from faceverify.data.recordio import Layout, iter_images, write_recordio
+from faceverify.errors import InvalidInputError, MissingInputError, OutputExistsError
 from faceverify.io import check_not_an_input
 
 
@@ -32,7 +33,7 @@ def check_looks_aligned(aligned: Path, first: Path) -> None:
     height, width = read_rgb(first).shape[:2]
     aspect_ok = any(abs(height / width - a) <= 0.1 * a for a in TEMPLATE_ASPECTS)
     if not aspect_ok or (height > MAX_TEMPLATE_SCALE * 112 and width > MAX_TEMPLATE_SCALE * 96):
-        raise ValueError(f"{aligned} looks unaligned: its images are {width}x{height} (WxH, e.g. {first}), not "
+        raise InvalidInputError(f"{aligned} looks unaligned: its images are {width}x{height} (WxH, e.g. {first}), not "
                          "112x112 or 112x96 template crops, and there is no manifest.csv from faceverify align. "
                          f"Align it first: faceverify align {aligned} ALIGNED_DIR --template 112x112")
 
@@ -44,15 +45,15 @@ def export_recordio(aligned: str | Path, out: str | Path, layout: Layout = "lega
     ``out`` is replaced only with ``force``."""
     aligned, out = Path(aligned), Path(out)
     if not aligned.is_dir():
-        raise FileNotFoundError(f"aligned folder {aligned} does not exist")
+        raise MissingInputError(f"aligned folder {aligned} does not exist")
     check_separate_folders(aligned, out)
     existing = [n for n in ("train.rec", "train.idx", "property") if (out / n).exists()]
     if existing and not force:
-        raise FileExistsError(f"{out} already holds a RecordIO pack ({', '.join(existing)}); choose another OUT, or "
+        raise OutputExistsError(f"{out} already holds a RecordIO pack ({', '.join(existing)}); choose another OUT, or "
                               "give --force to replace it")
     selected, record = select_images(aligned, PackConfig(min_images=min_images))
     if not selected:
-        raise ValueError(f"nothing to export from {aligned}: {record['left_out_images']}")
+        raise InvalidInputError(f"nothing to export from {aligned}: {record['left_out_images']}")
     paths = [p for name in selected for p in selected[name]]
     if not (aligned / "manifest.csv").is_file():
         check_looks_aligned(aligned, paths[0])

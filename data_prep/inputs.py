@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from data_prep.manifest import AlignmentError
 from data_prep.options import AlignConfig
 from faceverify.config import changed_keys, to_dict
 from faceverify.data.lfw import IMAGE_EXTENSIONS
-from faceverify.io import folder_overlap
+from faceverify.io import folder_overlap, read_json
 
 RUN_FILE = ".align_run.json"
 # AlignConfig keys whose values change the crops; the others (device, batch_size, workers, limit)
@@ -136,9 +135,9 @@ def check_settings(dst: Path, settings: dict) -> None:
     run_file = dst / RUN_FILE
     recorded: dict | None = None
     if run_file.is_file():
-        recorded = json.loads(run_file.read_text(encoding="utf-8")).get("settings")
+        recorded = read_json(run_file, "alignment settings").get("settings")
     elif (dst / "summary.json").is_file():  # a DST written before settings were recorded
-        old = json.loads((dst / "summary.json").read_text(encoding="utf-8")).get("config", {})
+        old = read_json(dst / "summary.json", "alignment summary").get("config", {})
         recorded = {key: old[key] for key in settings if key in old}
         recorded["on_fail"] = old.get("on_fail") if old.get("on_fail") not in (None, "default") else \
             ("skip" if old.get("purpose") == "train" else "center")

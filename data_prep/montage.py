@@ -9,12 +9,13 @@ import cv2
 import numpy as np
 
 from faceverify.data.images import read_rgb
+from faceverify.errors import InvalidInputError
 
 
 def montage(paths: Sequence[str | Path], out: str | Path, columns: int = 12, pad: int = 2) -> Path:
     """Tile the images (all of one size) row by row with ``pad`` white pixels between them."""
     if not paths:
-        raise ValueError("montage needs at least one image")
+        raise InvalidInputError("montage needs at least one image")
     images = [read_rgb(p) for p in paths]
     height, width = images[0].shape[:2]
     rows = (len(images) + columns - 1) // columns

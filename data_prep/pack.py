@@ -19,13 +19,14 @@ from data_prep.options import PACK_FLAGS, PackConfig, parse_size  # noqa: F401 -
 from data_prep.manifest import read_manifest
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.data.packed import write_packed
+from faceverify.errors import InvalidInputError, MissingInputError
 from faceverify.io import folder_overlap
 
 
 def read_identity_list(path: str | Path) -> set[str]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"identity list {path} does not exist")
+        raise MissingInputError(f"identity list {path} does not exist")
     names = set()
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
@@ -80,7 +81,7 @@ def check_separate_folders(aligned: Path, out: Path) -> None:
     ``export rec``): the files would be written among the crops, and a later read of the tree
     would meet them."""
     if folder_overlap(aligned, out):
-        raise ValueError(f"OUT {out} and the aligned folder {aligned} must be separate (neither inside the "
+        raise InvalidInputError(f"OUT {out} and the aligned folder {aligned} must be separate (neither inside the "
                          "other): the output would be written among the crops")
 
 
@@ -95,11 +96,11 @@ def pack_aligned(
     config = config or PackConfig()
     aligned, out = Path(aligned), Path(out)
     if not aligned.is_dir():
-        raise FileNotFoundError(f"aligned folder {aligned} does not exist")
+        raise MissingInputError(f"aligned folder {aligned} does not exist")
     check_separate_folders(aligned, out)
     selected, record = select_images(aligned, config, identities)
     if not selected:
-        raise ValueError(
+        raise InvalidInputError(
             f"nothing to pack from {aligned}: every image was left out ({record['left_out_images']})"
         )
     names = list(selected)
@@ -128,7 +129,7 @@ def pack_recordio(rec_dir: str | Path, out: str | Path, config: PackConfig | Non
 
     config = config or PackConfig()
     if folder_overlap(rec_dir, out) in ("same", "inside"):
-        raise ValueError(f"OUT {out} lies in the RecordIO folder {rec_dir}: the pack would be written among the data; "
+        raise InvalidInputError(f"OUT {out} lies in the RecordIO folder {rec_dir}: the pack would be written among the data; "
                          "choose an OUT outside it")
     folder = RecordIOFolder(rec_dir, progress=progress, cache_dir=cache_dir)
     values = folder.label_values

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from faceverify.errors import InvalidInputError, NotAFolderError, NotWritableError
+
 
 def temporary_path(path: str | Path) -> Path:
     """The temporary name :func:`atomic_write` uses for ``path`` (``dir/.name.tmp``)."""
@@ -62,6 +64,19 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """The JSON in ``path``; a damaged or truncated file is an :class:`InvalidInputError` naming it
+    (``what`` says which file it is to the user, e.g. "pack metadata")."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise InvalidInputError(f"{what} {path} is not UTF-8 text (byte {err.start}): damaged?") from None
+    except json.JSONDecodeError as err:
+        raise InvalidInputError(f"{what} {path} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                                f"{err.msg}): damaged or truncated?") from None
+
+
 def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     """Create ``path`` if needed and make sure files can be written in it, before any work.
 
@@ -74,9 +89,9 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise NotADirectoryError(f"{what} {path}: {existing} exists and is not a folder")
+        raise NotAFolderError(f"{what} {path}: {existing} exists and is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {path} is not writable ({existing} is read-only)")
+        raise NotWritableError(f"{what} {path} is not writable ({existing} is read-only)")
     return path
 
 
@@ -105,7 +120,7 @@ def check_not_an_input(out: str | Path, inputs: Iterable[str | Path], what: str 
     target = Path(out).resolve()
     for item in inputs:
         if Path(item).resolve() == target:
-            raise ValueError(f"{what} {out} is {item}, an input of this command: writing it would destroy the "
+            raise InvalidInputError(f"{what} {out} is {item}, an input of this command: writing it would destroy the "
                              "input; choose another path")
 
 

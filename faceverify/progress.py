@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, Literal, TextIO
 
+from faceverify.errors import InvalidInputError
+
 Mode = Literal["bar", "lines", "off"]
 MODES: tuple[str, ...] = ("bar", "lines", "off")
 LINE_SECONDS = 30.0  # a plain line at least this often...
@@ -33,7 +35,7 @@ def progress_mode(stream: TextIO | None = None) -> Mode:
     chosen = os.environ.get("FACEVERIFY_PROGRESS", "").strip().lower()
     if chosen:
         if chosen not in MODES:
-            raise ValueError(f"FACEVERIFY_PROGRESS={chosen!r}: expected one of {', '.join(MODES)}")
+            raise InvalidInputError(f"FACEVERIFY_PROGRESS={chosen!r}: expected one of {', '.join(MODES)}")
         return chosen  # type: ignore[return-value]
     stream = stream if stream is not None else sys.stderr
     try:

@@ -59,6 +59,7 @@ from faceverify.data.packed import PackedFaces
 from faceverify.data.recordio import is_recordio_folder
 from faceverify.data.sources import open_training_data
 from faceverify.config import parse_hw
+from faceverify.errors import InvalidInputError, MissingInputError
 from faceverify.evaluation.benchmarks import (
     Benchmark,
     benchmark_table,
@@ -68,7 +69,7 @@ from faceverify.evaluation.benchmarks import (
     summary,
 )
 from faceverify.evaluation.lfw_eval import EvalConfig
-from faceverify.io import folder_overlap, write_json, write_text
+from faceverify.io import folder_overlap, read_json, write_json, write_text
 from faceverify.provenance import device_description
 from faceverify.results import provenance, record_rows
 from faceverify.training.config import RESUME_NEUTRAL, TrainConfig
@@ -106,7 +107,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path = CONFIGS / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "recipes" and not p.stem.startswith("ablation"))
-        raise FileNotFoundError(f"no recipe {name_or_path!r}; known: {', '.join(known)} (or give a YAML path)")
+        raise MissingInputError(f"no recipe {name_or_path!r}; known: {', '.join(known)} (or give a YAML path)")
     registry = read_yaml(CONFIGS / "recipes.yaml") if (CONFIGS / "recipes.yaml").is_file() else {}
     entry = registry.get(path.stem, {})
     unknown = set(entry) - {"reference", "data", "template", "published", "eval"}
@@ -143,7 +144,7 @@ def prepare_training_data(data: Path, work: Path, template: str, names: Path | N
     """Make ``data`` trainable (see the module docstring) under ``work``; returns what was used."""
     data = data.resolve()
     if not data.is_dir():
-        raise FileNotFoundError(f"--train {data} is not a folder")
+        raise MissingInputError(f"--train {data} is not a folder")
     if is_recordio_folder(data) or (data / "meta.json").is_file():  # a stored form: opened as train opens it
         source = open_training_data(data, progress=progress)
         if isinstance(source, PackedFaces):
@@ -158,7 +159,7 @@ def prepare_training_data(data: Path, work: Path, template: str, names: Path | N
         aligned, kind = data, "aligned-tree"
         summary_file = data / "summary.json"
         if summary_file.is_file():
-            aligned_template = json.loads(summary_file.read_text(encoding="utf-8")).get("template")
+            aligned_template = read_json(summary_file, "alignment summary").get("template")
             if aligned_template and aligned_template != template:
                 raise ConfigError(f"{data} is aligned to {aligned_template}, the recipe needs {template}: align the "
                                   "photos again with --template " + template)
@@ -170,7 +171,7 @@ def prepare_training_data(data: Path, work: Path, template: str, names: Path | N
     excluded_ids: list[str] = []
     if names is not None:
         if lfw_people is None:
-            raise FileNotFoundError("a names.txt was found but no LFW people.txt to compare it with: give --lfw "
+            raise MissingInputError("a names.txt was found but no LFW people.txt to compare it with: give --lfw "
                                     "(a folder with people.txt) or set FACEVERIFY_DATA")
         excluded_ids = casia_lfw_overlap(names, lfw_people_names(lfw_people))
         excluded_file = work / f"lfw-overlap-{_digest(*excluded_ids)}.txt"
@@ -253,7 +254,7 @@ def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pat
     a second one is refused while the first runs)."""
     out = Path(out).resolve()
     if folder_overlap(train_data, out) in ("same", "inside"):
-        raise ValueError(f"--out {out} lies in the training data {train_data}: the run would write among the data; "
+        raise InvalidInputError(f"--out {out} lies in the training data {train_data}: the run would write among the data; "
                          "choose an --out outside it")
     with lock_output(out, "reproduce"):
         return _run_reproduce(recipe_name, train_data, out, lfw, bin_dir, overrides, names, record, progress, restart)

@@ -114,3 +114,42 @@ def test_pack_refuses_file_names_with_a_line_break(tmp_path: Path, capsys):
     assert main(["pack", str(tmp_path / "aligned"), str(tmp_path / "packed")]) == 2
     one_line(capsys, "pack", "1 file name(s) contain a line break")
     assert not (tmp_path / "packed").exists() and not (tmp_path / "packed.partial").exists()
+
+
+@pytest.mark.parametrize("meta, fragment", [
+    ("{bad", "not valid JSON (line 1, column 2"),
+    ('{"format": "faceverify-packed-v1", "shape": [2, 8]}', "shape must be [N, H, W, 3]"),
+    ("[1, 2]", "unknown packed format 'list'"),
+])
+def test_a_damaged_pack_metadata_is_one_line_naming_it(tmp_path: Path, capsys, meta: str, fragment: str):
+    from faceverify.data.packed import FORMAT
+
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "meta.json").write_text(meta.replace("faceverify-packed-v1", FORMAT), encoding="utf-8")
+    assert main(["train", f"data.source={pack}", f"out={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and fragment in err and str(pack) in err, err
+
+
+def test_a_bug_is_not_reported_as_a_user_error(monkeypatch: pytest.MonkeyPatch, capsys):
+    """A ValueError or KeyError of our own code prints its traceback and exit 1; a FaceverifyError and
+    an OSError the system raised (with an errno) are one line and exit 2."""
+    from faceverify.cli import run_commands
+    from faceverify.errors import InvalidInputError
+
+    def raising(error: BaseException):
+        def train(args):
+            raise error
+        return train
+
+    for error, code in [(KeyError("batch_size"), 1), (ValueError("shapes differ"), 1), (OSError("ours"), 1),
+                        (InvalidInputError("data.source x is empty"), 2),
+                        (FileNotFoundError(2, "No such file or directory", "/x/y"), 2)]:
+        monkeypatch.setattr(run_commands, "run_train", raising(error))
+        assert main(["train", "data.source=/nowhere"]) == code, error
+        err = capsys.readouterr().err
+        if code == 1:
+            assert "Traceback (most recent call last)" in err and "internal error" in err and "a bug" in err, err
+        else:
+            assert err.count("\n") == 1 and "Traceback" not in err and "error: " in err, err

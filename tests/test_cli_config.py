@@ -119,14 +119,19 @@ def test_defaults_then_config_then_overrides_then_flags():
         3, 5, 1.5, "jpg", "112x112", "train")
 
 
-def test_train_config_as_first_argument_or_option_not_both(tmp_path: Path, capsys):
+@pytest.mark.parametrize("command", ["train", "ablate"])
+def test_a_run_config_is_given_one_way_as_the_first_argument(tmp_path: Path, capsys, command: str):
     config = tmp_path / "C.yaml"
-    config.write_text("optim: {lr: 0.02}\n")
-    first = printed(capsys, ["train", str(config), "--print-config"], tmp_path)
-    option = printed(capsys, ["train", "--config", str(config), "--print-config"], tmp_path)
-    assert first == option and first["optim"]["lr"] == 0.02
-    assert main(["train", str(config), "--config", str(config), "--print-config"]) == 2
-    assert "once" in capsys.readouterr().err
+    config.write_text("optim: {lr: 0.02}\n" if command == "train" else "name: c\narms: {a: {}}\n")
+    if command == "train":
+        first = printed(capsys, ["train", str(config), "--print-config"], tmp_path)
+        assert first["optim"]["lr"] == 0.02
+    for argv in ([command, "--config", str(config), "--print-config"],
+                 [command, str(config), "--config", str(config), "--print-config"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"takes its {'config' if command == 'train' else 'spec'} as the first argument: faceverify " \
+               f"{command} {config}" in err, err
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")) + sorted(RECIPES.glob("*.yaml")),

@@ -184,3 +184,33 @@ def test_the_eval_section_checks_its_fields_together_when_loaded(overrides: list
     with pytest.raises(ConfigError, match=fragment):
         from_dict(TrainConfig, resolve_tree(None, overrides))
     assert from_dict(TrainConfig, resolve_tree(None, ["eval.every=10", "eval.bins=[a.bin]"])).eval.every == 10
+
+
+def test_a_run_length_changes_by_one_rule():
+    from faceverify.training.config import OptimConfig
+
+    optim = OptimConfig(max_iters=1500, milestones=[1000, 1300], warmup_iters=100)
+    assert optim.with_length(1500) is optim
+    short = optim.with_length(300)
+    # m' = floor(m * 300 / 1500), w' = min(100, 300 // 4)
+    assert (short.max_iters, short.milestones, short.warmup_iters) == (300, [200, 260], 75)
+    assert optim.with_length(3).milestones == [2, 2] and optim.with_length(3).warmup_iters == 0
+    longer = optim.with_length(3000)
+    assert (longer.milestones, longer.warmup_iters) == ([2000, 2600], 100)
+    with pytest.raises(ConfigError, match="max_iters"):
+        optim.with_length(0)
+
+
+def test_an_ablation_layer_gives_milestones_with_their_length(tmp_path):
+    from faceverify.ablation.spec import load_spec, train_config, cells
+    from faceverify.errors import InvalidInputError
+
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text("name: s\nmax_iters: 100\nbase: {optim: {milestones: [50]}}\narms: {a: {}}\n")
+    with pytest.raises(InvalidInputError, match="without the optim.max_iters they are written for"):
+        load_spec(spec_file)
+    spec_file.write_text("name: s\nmax_iters: 100\nbase: {optim: {milestones: [500], max_iters: 1000}}\n"
+                         "arms: {a: {}}\n")
+    spec = load_spec(spec_file)
+    optim = train_config(spec, cells(spec)[0], tmp_path / "x", tmp_path / "y").optim
+    assert (optim.max_iters, optim.milestones) == (100, [50])  # the base's milestones, stretched

@@ -23,6 +23,8 @@ from collections import Counter
 import numpy as np
 from sklearn.decomposition import PCA
 
+from faceverify.errors import InvalidInputError
+
 
 def class_geometry(embeddings: np.ndarray, labels: list[str]) -> dict[str, float]:
     counts = Counter(labels)
@@ -32,7 +34,7 @@ def class_geometry(embeddings: np.ndarray, labels: list[str]) -> dict[str, float
     y = np.array(labels)[keep]
     classes, inverse = np.unique(y, return_inverse=True)
     if classes.size < 2:
-        raise ValueError("geometry needs at least two identities with two or more images")
+        raise InvalidInputError("geometry needs at least two identities with two or more images")
     centroids = np.zeros((classes.size, x.shape[1]))
     np.add.at(centroids, inverse, x)
     centroids /= np.bincount(inverse)[:, None]

@@ -46,6 +46,7 @@ from faceverify.data.lfw import PairsProtocol, identity_of_key, read_people
 from faceverify.data.locate import lfw_protocol_dir
 from faceverify.data.sources import open_training_data
 from faceverify.data.splits import holdout_identities, validation_pairs
+from faceverify.errors import InvalidInputError, MissingInputError
 from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
 from faceverify.evaluation.embed import combine_flip, embed_arrays, embed_images
 from faceverify.evaluation.lfw_eval import EmbeddingSet, EvalConfig, evaluate_embeddings
@@ -77,7 +78,7 @@ def cell_key(cell: Cell) -> tuple[str, ...]:
 
 def check_aligned(aligned: Path) -> None:
     if not (aligned / "manifest.csv").is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no aligned LFW at {aligned} (manifest.csv missing); create it with\n"
             f"  faceverify align $FACEVERIFY_DATA/lfw/lfw-deepfunneled {aligned} --purpose eval"
         )
@@ -166,7 +167,7 @@ def evaluate_source_cell(spec: AblationSpec, cell: Cell, checkpoint: Path, proto
         rows = np.flatnonzero(np.isin(source.labels, held))
         images, _, skipped = source.__getitems__(rows)
         if skipped:
-            raise ValueError(f"{spec.train_source}: {len(skipped)} held-out validation record(s) do not decode "
+            raise InvalidInputError(f"{spec.train_source}: {len(skipped)} held-out validation record(s) do not decode "
                              f"(first: record {skipped[0]['record']}, {skipped[0]['reason']}); run faceverify rec check")
         with torch.no_grad():
             plain, flipped = embed_arrays(model, np.asarray(images), image_size=size, with_flip=spec.eval_flip != "none",

@@ -32,9 +32,13 @@ Profiles (``PROFILES``) fix the network, input size and schedule so that arms di
 their losses:
 
 * ``cpu``: sphere20 at width 1/4 on 56x48 crops, 128-d embeddings, PK batches of 32 x 4,
-  1,500 iterations (``max_iters`` shortens it, milestones scaled), ~2.5 minutes per cell on
-  two CPU cores;
+  1,500 iterations, ~2.5 minutes per cell on two CPU cores;
 * ``gpu``: Face-ResNet (face_resnet27) at 112x96, 512-d, batches of 64 x 4, for an accelerator.
+
+A run's length is its ``optim.max_iters``, with the milestones written for it (a layer that sets
+milestones sets that length too). The spec's ``max_iters`` (and ``tuning.max_iters`` for trials)
+sets every cell's length through the one rule, :meth:`OptimConfig.with_length`: milestones keep
+their fraction of the run, the warm-up at most a quarter of it.
 """
 
 from __future__ import annotations
@@ -42,13 +46,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from faceverify.config import ConfigError, from_dict, leaf, load_config, merge_tree, parse_hw, to_dict
+from faceverify.errors import InvalidInputError
 from faceverify.training.config import TrainConfig
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -113,7 +118,7 @@ class AblationSpec:
     sweep_key: str = ""  # dotted TrainConfig key, e.g. loss.terms.center
     sweep_values: list[float] = field(default_factory=list)
     inner_validation: bool = False  # without tuning: hold one more people set out to score sweep values
-    max_iters: int = 0  # 0 = the profile's; a smaller number makes a quick run (tests, CPU records)
+    max_iters: int = 0  # every cell's optim.max_iters (OptimConfig.with_length); 0 = as the layers give it
     eval_flip: Literal["none", "concat", "sum"] = "concat"
     projection_identities: int = 8
     train_source: str = ""  # a packed or RecordIO folder instead of the per-fold LFW packs
@@ -166,39 +171,44 @@ def tune_space(spec: AblationSpec, arm: str) -> dict[str, Any]:
 
 def validate(spec: AblationSpec) -> None:
     if spec.profile not in PROFILES:
-        raise ValueError(f"unknown profile {spec.profile!r}; valid: {', '.join(PROFILES)}")
+        raise InvalidInputError(f"unknown profile {spec.profile!r}; valid: {', '.join(PROFILES)}")
     if not spec.arms:
-        raise ValueError(f"spec {spec.name!r} has no arms")
+        raise InvalidInputError(f"spec {spec.name!r} has no arms")
     if spec.train_source:
         pass  # every LFW fold is evaluated; `folds` does not apply
     elif any(not 1 <= f <= 10 for f in spec.folds) or not spec.folds or len(set(spec.folds)) != len(spec.folds):
-        raise ValueError(f"folds must be distinct View 2 fold numbers 1..10, got {spec.folds}")
+        raise InvalidInputError(f"folds must be distinct View 2 fold numbers 1..10, got {spec.folds}")
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {spec.seeds}")
+        raise InvalidInputError(f"seeds must be a non-empty list of distinct integers, got {spec.seeds}")
     if spec.max_iters < 0:
-        raise ValueError(f"max_iters must be >= 0 (0 = the profile's), got {spec.max_iters}")
+        raise InvalidInputError(f"max_iters must be >= 0 (0 = the profile's), got {spec.max_iters}")
     if spec.reference and spec.reference not in spec.arms:
-        raise ValueError(f"reference {spec.reference!r} is not one of the arms {list(spec.arms)}")
+        raise InvalidInputError(f"reference {spec.reference!r} is not one of the arms {list(spec.arms)}")
     if spec.sweep_key:
         if spec.sweep_arm not in spec.arms:
-            raise ValueError(f"sweep_arm {spec.sweep_arm!r} is not one of the arms {list(spec.arms)}")
+            raise InvalidInputError(f"sweep_arm {spec.sweep_arm!r} is not one of the arms {list(spec.arms)}")
         if not spec.sweep_values:
-            raise ValueError("sweep_key is set but sweep_values is empty")
+            raise InvalidInputError("sweep_key is set but sweep_values is empty")
     if spec.tuning.trials < 0:
-        raise ValueError(f"tuning.trials must be >= 0, got {spec.tuning.trials}")
+        raise InvalidInputError(f"tuning.trials must be >= 0, got {spec.tuning.trials}")
     if spec.tuning.max_iters < 0:
-        raise ValueError(f"tuning.max_iters must be >= 0 (0 = the finals'), got {spec.tuning.max_iters}")
+        raise InvalidInputError(f"tuning.max_iters must be >= 0 (0 = the finals'), got {spec.tuning.max_iters}")
     if not 0 < spec.tuning.holdout_fraction < 1:
-        raise ValueError(f"tuning.holdout_fraction must be in (0, 1), got {spec.tuning.holdout_fraction}")
+        raise InvalidInputError(f"tuning.holdout_fraction must be in (0, 1), got {spec.tuning.holdout_fraction}")
+    for layer, changes in [("base", spec.base)] + [(f"arm {arm!r}", arm_changes(spec, arm)) for arm in spec.arms]:
+        optim = changes.get("optim") or {}
+        if isinstance(optim, dict) and "milestones" in optim and "max_iters" not in optim:
+            raise InvalidInputError(f"{layer} sets optim.milestones without the optim.max_iters they are written for; "
+                                    "give both (the spec's max_iters then stretches them, OptimConfig.with_length)")
     for arm in spec.arms:
         space = tune_space(spec, arm)
         if spec.tuning.trials:
             if not space:
-                raise ValueError(f"tuning.trials = {spec.tuning.trials} but arm {arm!r} declares no `tune:`; every "
+                raise InvalidInputError(f"tuning.trials = {spec.tuning.trials} but arm {arm!r} declares no `tune:`; every "
                                  "arm gets the same trial budget")
             candidates(spec, arm, held_out_folds(spec)[0])  # checks the space
         elif space:
-            raise ValueError(f"arm {arm!r} declares `tune:` but tuning.trials is 0")
+            raise InvalidInputError(f"arm {arm!r} declares `tune:` but tuning.trials is 0")
     first = held_out_folds(spec)[0]
     for arm in spec.arms:  # fail now, not after hours of training, on a bad key
         for cell in cells_of_arm(spec, arm, seed=spec.seeds[0], fold=first):
@@ -293,18 +303,13 @@ def train_config(spec: AblationSpec, cell: Cell, packed: Path, out: Path) -> Tra
         tree = merge_tree(tree, leaf(spec.sweep_key, cell.sweep_value))
     for key, value in cell.values:
         tree = merge_tree(tree, leaf(key, value))
-    iterations = spec.tuning.max_iters if cell.stage == "trial" and spec.tuning.max_iters else spec.max_iters
-    if iterations:
-        tree.setdefault("optim", {})
-        profile_optim = PROFILES[spec.profile]["train"]["optim"]
-        scale = iterations / profile_optim["max_iters"]
-        tree["optim"] = {**tree["optim"], "max_iters": iterations,
-                         "milestones": [max(1, int(m * scale)) for m in profile_optim["milestones"]],
-                         "warmup_iters": min(tree["optim"].get("warmup_iters", 0), iterations // 4)}
     tree["seed"] = cell.seed
     tree["out"] = str(out)
     tree.setdefault("data", {})["source"] = str(packed)
-    return from_dict(TrainConfig, tree)
+    config = from_dict(TrainConfig, tree)
+    iterations = spec.tuning.max_iters if cell.stage == "trial" and spec.tuning.max_iters else spec.max_iters
+    # the run's length is optim.max_iters; the spec's length stretches the schedule by its one rule
+    return replace(config, optim=config.optim.with_length(iterations)) if iterations else config
 
 
 def cell_hash(config: TrainConfig) -> str:

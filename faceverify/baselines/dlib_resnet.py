@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from faceverify.data.images import read_rgb
+from faceverify.errors import MissingInputError
 from faceverify.io import atomic_write
 from faceverify.progress import progress_bar
 
@@ -44,7 +45,7 @@ def dlib_model_dir() -> Path:
         )
     folder = Path(list(spec.submodule_search_locations)[0]) / "models"
     if not folder.is_dir():
-        raise FileNotFoundError(f"face_recognition_models has no models folder at {folder}")
+        raise MissingInputError(f"face_recognition_models has no models folder at {folder}")
     return folder
 
 

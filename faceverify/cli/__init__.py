@@ -1,8 +1,11 @@
 """``faceverify`` command line: parse arguments, call the library, print where outputs went.
 
-Every command has one shape (see :mod:`faceverify.cli.shape`); every input or usage error is
-one line on stderr and exit status 2 (``verify`` also uses 0 and 1 for its decision);
-``FACEVERIFY_TRACEBACK=1`` adds the traceback.
+Every command has one shape (see :mod:`faceverify.cli.shape`). What the user can fix is one line
+on stderr and exit status 2 (``verify`` also uses 0 and 1 for its decision): a
+:class:`~faceverify.errors.FaceverifyError`, or an ``OSError`` the operating system raised (it
+carries an errno: a disk full, a permission denied, a file removed under the run).
+``FACEVERIFY_TRACEBACK=1`` adds the traceback. Anything else is a bug in faceverify: it prints
+with its traceback and exit status 1.
 """
 
 from __future__ import annotations
@@ -64,10 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C / SIGTERM during an ablation, the demo or a reproduction: saved, nothing scored
         print(f"faceverify {command}: {err}", file=sys.stderr)
         return 130
-    except (FaceverifyError, ValueError, KeyError, FloatingPointError, OSError) as err:
+    except (FaceverifyError, OSError) as err:
+        if isinstance(err, OSError) and not isinstance(err, FaceverifyError) and err.errno is None:
+            traceback.print_exc()  # an OSError of our own making, not the system's: a bug
+            print(f"faceverify {command}: internal error (a bug in faceverify): please report it with the "
+                  "traceback above", file=sys.stderr)
+            return 1
         # every input or usage error: one message naming the file or option, exit status 2
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
         if os.environ.get("FACEVERIFY_TRACEBACK"):  # for developers: the whole story
             traceback.print_exc()
-        print(f"faceverify {command}: error: {message}", file=sys.stderr)
+        print(f"faceverify {command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 - anything else is ours to fix
+        traceback.print_exc()
+        print(f"faceverify {command}: internal error (a bug in faceverify, not in your input): please report "
+              "it with the traceback above", file=sys.stderr)
+        return 1

@@ -9,10 +9,12 @@ from faceverify.cli.shape import UsageError
 
 
 def _run_file(args: argparse.Namespace, what: str) -> Path | None:
-    """The YAML a run is defined by: the first argument or ``--config`` (not both)."""
-    if args.file is not None and args.config is not None:
-        raise UsageError(f"give the {what} once: as the first argument or as --config")
-    return args.file or args.config
+    """The YAML a run is defined by: its first argument, the one way to give it (``--config``, the
+    other commands' way, is refused with the form to use)."""
+    if args.config is not None:
+        raise UsageError(f"{args.command} takes its {what} as the first argument: faceverify {args.command} "
+                         f"{args.config} (--config is for align, pack and eval)")
+    return args.file
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +28,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "torchrun --nproc_per_node N -m faceverify.cli train CONFIG.",
     )
     p.add_argument("file", type=Path, nargs="?", metavar="CONFIG", help="YAML with TrainConfig changes")
-    p.add_argument("--config", type=Path, help="the same, as an option")
+    p.add_argument("--config", type=Path, help=argparse.SUPPRESS)  # refused, naming the first-argument form
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (YAML that loads back to it) and exit without training")
     p.add_argument("--restart", action="store_true",
@@ -57,7 +59,7 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
         "Finished cells are skipped; tables and plots are regenerated after each cell.",
     )
     p.add_argument("file", type=Path, nargs="?", metavar="SPEC", help="YAML of AblationSpec fields")
-    p.add_argument("--config", type=Path, help="the same, as an option")
+    p.add_argument("--config", type=Path, help=argparse.SUPPRESS)  # refused, naming the first-argument form
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved spec and every arm's resolved loss and optimiser settings, then exit")
     p.set_defaults(func=run_ablate, takes_overrides=True)

@@ -2,9 +2,10 @@
 
     faceverify CMD [INPUTS ...] [--config FILE] [key=value ...] [--flags]
 
-* **One way to give a config**: ``--config FILE`` (a YAML of the command's option dataclass).
-  ``train`` and ``ablate`` run what their YAML defines, so their first argument may be that file
-  (``faceverify train C.yaml`` is ``faceverify train --config C.yaml``).
+* **One way to give a config** per command: ``--config FILE`` (a YAML of the command's option
+  dataclass) for align, pack and eval, whose inputs are their arguments; ``train`` and ``ablate``
+  run what their YAML defines, so that file is their first argument (``faceverify train C.yaml``)
+  and ``--config`` there is refused with that form.
 * **One way to override**: ``key=value`` anywhere on the line (commands with options: align, pack,
   train, ablate, eval, reproduce); a token is an override when it
   starts with a dotted name and ``=`` (``optim.lr=0.1``, ``arms.softmax+center.loss.terms.center=0.01``)

@@ -26,7 +26,7 @@ import numpy as np
 
 from faceverify.data.lfw import PairsProtocol
 from faceverify.data.recordio import decode_image, encode_image
-from faceverify.errors import FaceverifyError
+from faceverify.errors import FaceverifyError, IsAFolderError, MissingInputError
 from faceverify.io import atomic_write
 
 STANDARD_SETS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
@@ -163,9 +163,9 @@ def consecutive_folds(n_pairs: int, n_folds: int = 10) -> np.ndarray:
 def read_bin(path: str | Path) -> BinSet:
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"verification set {path} is a folder, not a .bin file")
+        raise IsAFolderError(f"verification set {path} is a folder, not a .bin file")
     if not path.is_file():
-        raise FileNotFoundError(f"verification set {path} does not exist")
+        raise MissingInputError(f"verification set {path} does not exist")
     data = path.read_bytes()
     if not data:
         raise BinSetError(f"{path} is empty (0 bytes)")
@@ -213,10 +213,10 @@ def find_bins(folder: str | Path) -> list[Path]:
     over; a folder without any set is an error naming it."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--bin-dir {folder} is not a folder")
+        raise MissingInputError(f"--bin-dir {folder} is not a folder")
     found = sorted(p for p in folder.glob("*.bin") if p.is_file() and not p.name.startswith("."))
     if not found:
-        raise FileNotFoundError(f"--bin-dir {folder} holds no .bin verification set (lfw.bin, cfp_fp.bin, "
+        raise MissingInputError(f"--bin-dir {folder} holds no .bin verification set (lfw.bin, cfp_fp.bin, "
                                 "agedb_30.bin, ...)")
     rank = {name: i for i, name in enumerate(STANDARD_SETS)}
     return sorted(found, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from faceverify.errors import FaceverifyError
+from faceverify.errors import FaceverifyError, MissingInputError
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # phone panoramas are legitimate input
 
@@ -57,7 +57,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"image {path} does not exist")
+        raise MissingInputError(f"image {path} does not exist")
     if path.stat().st_size == 0:
         raise UnreadableImageError(path, "zero-byte file")
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceverify.errors import FaceverifyError
+from faceverify.errors import FaceverifyError, MissingInputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".gif", ".tif", ".tiff")
 
@@ -105,7 +105,7 @@ class PairsProtocol:
 
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
-        raise FileNotFoundError(f"protocol file {path} does not exist")
+        raise MissingInputError(f"protocol file {path} does not exist")
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     while lines and not lines[-1].strip():
@@ -263,7 +263,7 @@ def resolve_image_paths(root: str | Path, keys: list[str]) -> dict[str, Path]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image root {root} does not exist or is not a directory")
+        raise MissingInputError(f"image root {root} does not exist or is not a directory")
     by_identity: dict[str, dict[str, str]] = {}
     resolved: dict[str, Path] = {}
     missing: list[str] = []

@@ -29,6 +29,8 @@ import torch
 from torch.utils.data import Dataset
 
 from faceverify.data.images import read_rgb
+from faceverify.errors import InvalidInputError, MissingInputError, OutputExistsError
+from faceverify.io import read_json
 from faceverify.locks import lock_output
 from faceverify.progress import progress_bar
 
@@ -49,7 +51,7 @@ def write_packed(
     """Decode ``paths`` (resized to ``image_size`` (H, W) if given) into a packed folder ``out``."""
     broken = [str(p) for p in paths if "\n" in str(p) or "\r" in str(p)]
     if broken:
-        raise ValueError(f"{len(broken)} file name(s) contain a line break, which paths.txt cannot hold "
+        raise InvalidInputError(f"{len(broken)} file name(s) contain a line break, which paths.txt cannot hold "
                          f"(first: {broken[0]!r}); rename them")
     names = [str(Path(p).relative_to(relative_to) if relative_to else p) for p in paths]
     return write_packed_from(out, len(paths), lambda i: read_rgb(paths[i]), labels, identities, names,
@@ -84,7 +86,7 @@ def write_packed_from(
     Written under ``out.partial`` and renamed when complete; removed on any failure."""
     out = Path(out)
     if count == 0:
-        raise ValueError("nothing to pack: no images left after filtering")
+        raise InvalidInputError("nothing to pack: no images left after filtering")
     if count != len(labels) or count != len(names):
         raise ValueError(f"{count} images but {len(labels)} labels and {len(names)} names")
     if image_size is not None:
@@ -98,7 +100,7 @@ def write_packed_from(
             except SkipImage:
                 continue
         if not height:
-            raise ValueError(f"nothing to pack: none of the {count} images could be read")
+            raise InvalidInputError(f"nothing to pack: none of the {count} images could be read")
     with lock_output(out, "pack", beside=True):  # one pack per OUT: another would remove this one's .partial
         return _write_packed_locked(out, count, load_image, labels, identities, names, image_size, height, width,
                                     meta, workers, progress)
@@ -110,7 +112,7 @@ def _write_packed_locked(out: Path, count: int, load_image: Callable[[int], np.n
     """:func:`write_packed_from` once it holds OUT's lock (an existing OUT is refused here, where no
     other pack can be publishing it)."""
     if out.exists():
-        raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
+        raise OutputExistsError(f"{out} already exists; remove it or choose another output folder")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)  # left by a killed run (a live one would hold the lock)
@@ -127,7 +129,7 @@ def _write_packed_locked(out: Path, count: int, load_image: Callable[[int], np.n
                 return
             if image.shape[:2] != (height, width):
                 if image_size is None:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"{names[i]} is {image.shape[1]}x{image.shape[0]} (WxH) but the first image is "
                         f"{width}x{height}; give a target size to resize them all (faceverify pack --size HxW, "
                         "e.g. --size 112x96)"
@@ -142,7 +144,7 @@ def _write_packed_locked(out: Path, count: int, load_image: Callable[[int], np.n
         if skipped:
             keep = np.array([i for i in range(count) if i not in skipped], dtype=np.int64)
             if keep.size == 0:
-                raise ValueError(f"nothing to pack: none of the {count} images could be read "
+                raise InvalidInputError(f"nothing to pack: none of the {count} images could be read "
                                  f"(first: {next(iter(skipped.values())).get('reason', '')})")
             for row, i in enumerate(keep.tolist()):  # compact in place: rows only move towards the start
                 if row != i:
@@ -190,7 +192,7 @@ def write_packed_array(out: str | Path, images: np.ndarray, labels: Sequence[int
     """Pack an in-memory uint8 array ``[N, H, W, 3]`` (synthetic benchmarks, tests)."""
     out = Path(out)
     if out.exists():
-        raise FileExistsError(f"{out} already exists; remove it or choose another output folder")
+        raise OutputExistsError(f"{out} already exists; remove it or choose another output folder")
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4 or images.shape[3] != 3:
         raise ValueError(f"images must be [N, H, W, 3] uint8, got {images.shape}")
@@ -217,19 +219,27 @@ class PackedFaces(Dataset):
         self.root = Path(self.root)
         meta_path = self.root / "meta.json"
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.root} is not a packed dataset (no meta.json); run faceverify pack")
-        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if self.meta.get("format") != FORMAT:
-            raise ValueError(f"{self.root}: unknown packed format {self.meta.get('format')!r}")
-        n, h, w, c = self.meta["shape"]
+            raise MissingInputError(f"{self.root} is not a packed dataset (no meta.json); run faceverify pack")
+        self.meta = read_json(meta_path, "pack metadata")
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
+            found = self.meta.get("format") if isinstance(self.meta, dict) else type(self.meta).__name__
+            raise InvalidInputError(f"{self.root}: unknown packed format {found!r}")
+        shape = self.meta.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 4 and all(type(v) is int and v >= 0 for v in shape)
+                and shape[3] == 3):
+            raise InvalidInputError(f"{self.root}/meta.json: shape must be [N, H, W, 3] counts, got {shape!r}")
+        n, h, w, c = shape
         self.shape = (n, h, w, c)
-        self.labels = np.load(self.root / "labels.npy")
+        try:
+            self.labels = np.load(self.root / "labels.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise InvalidInputError(f"{self.root}/labels.npy cannot be read ({err}): damaged? pack again") from None
         if self.labels.shape != (n,):
-            raise ValueError(f"{self.root}: labels.npy has {self.labels.shape[0]} rows, images {n}")
+            raise InvalidInputError(f"{self.root}: labels.npy has shape {self.labels.shape}, images {n}")
         expected = n * h * w * c
         actual = (self.root / "images.u8").stat().st_size
         if actual != expected:
-            raise ValueError(f"{self.root}/images.u8 holds {actual} bytes, expected {expected} (truncated?)")
+            raise InvalidInputError(f"{self.root}/images.u8 holds {actual} bytes, expected {expected} (truncated?)")
         self._images: np.memmap | None = None
 
     @property

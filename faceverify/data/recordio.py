@@ -49,6 +49,7 @@ from faceverify.data.recordio_format import (  # noqa: F401 - the format's names
     write_index,
     write_recordio,
 )
+from faceverify.errors import MissingInputError
 from faceverify.io import atomic_write
 from faceverify.progress import progress_bar
 
@@ -132,7 +133,7 @@ class RecordIOFolder:
         self.root = Path(root)
         self.rec = self.root / "train.rec"
         if not self.rec.is_file():
-            raise FileNotFoundError(f"{self.root} is not a RecordIO folder: no train.rec")
+            raise MissingInputError(f"{self.root} is not a RecordIO folder: no train.rec")
         stat = self.rec.stat()
         if stat.st_size == 0:  # before any index is read, rebuilt or cached
             raise RecordIOError(f"{self.rec} is empty (0 bytes)")
@@ -218,7 +219,7 @@ class RecordIOFolder:
             if candidate.is_file():
                 return read_index(candidate)
         if not rebuild:
-            raise FileNotFoundError(f"{self.root} has no train.idx; rebuild it by scanning (rebuild_index=True) "
+            raise MissingInputError(f"{self.root} has no train.idx; rebuild it by scanning (rebuild_index=True) "
                                     "or copy the original index beside train.rec")
         offsets = scan_offsets(self.rec, progress)
         if not offsets:

@@ -39,6 +39,7 @@ from faceverify.data.recordio import (
     scalar_label,
     unpack_ir,
 )
+from faceverify.errors import MissingInputError
 from faceverify.progress import progress_bar
 
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -226,7 +227,7 @@ def check_recordio(root: str | Path, workers: int = 0, progress: bool = True) ->
     root = Path(root)
     rec = root / "train.rec"
     if not rec.is_file():
-        raise FileNotFoundError(f"{root} is not a RecordIO folder: no train.rec")
+        raise MissingInputError(f"{root} is not a RecordIO folder: no train.rec")
     report = CheckReport(str(root))
     size = rec.stat().st_size
     if size == 0:

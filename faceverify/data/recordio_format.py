@@ -210,7 +210,7 @@ def encode_image(rgb: np.ndarray, encoding: Literal["jpg", "png"] = "jpg", quali
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if encoding == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ok, data = cv2.imencode(f".{encoding}", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
     if not ok:
-        raise ValueError(f"could not encode an image of shape {rgb.shape} as {encoding}")
+        raise RecordIOError(f"could not encode an image of shape {rgb.shape} as {encoding}")
     return data.tobytes()
 
 
@@ -229,7 +229,7 @@ def write_recordio(out: str | Path, images: Iterable[np.ndarray | bytes], labels
     n = labels.size
     classes = int(labels.max()) + 1 if n else 0
     if layout == "legacy" and n and np.any(np.diff(labels) < 0):
-        raise ValueError("the legacy layout needs the images sorted by label (identity ranges)")
+        raise RecordIOError("the legacy layout needs the images sorted by label (identity ranges)")
     out.mkdir(parents=True, exist_ok=True)
     offsets: list[int] = []
     size = image_size

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from faceverify.errors import InvalidInputError
+
 
 class _ShardedBatchSampler(Sampler[list[int]]):
     """What both samplers share: a seed, this process's rank among ``num_replicas``, and the
@@ -43,10 +45,10 @@ class PKSampler(_ShardedBatchSampler):
         super().__init__(seed, num_replicas, rank)
         labels = np.asarray(labels, dtype=np.int64)
         if p % num_replicas:
-            raise ValueError(f"P = {p} identities per batch must divide evenly over {num_replicas} ranks")
+            raise InvalidInputError(f"P = {p} identities per batch must divide evenly over {num_replicas} ranks")
         self.identities = np.unique(labels)
         if self.identities.size < p:
-            raise ValueError(f"P = {p} identities per batch but the dataset has only {self.identities.size}")
+            raise InvalidInputError(f"P = {p} identities per batch but the dataset has only {self.identities.size}")
         order = np.argsort(labels, kind="stable")
         bounds = np.searchsorted(labels[order], self.identities)
         ends = np.append(bounds[1:], labels.size)
@@ -80,9 +82,9 @@ class ShuffledBatchSampler(_ShardedBatchSampler):
     def __init__(self, n: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         super().__init__(seed, num_replicas, rank)
         if batch_size % num_replicas:
-            raise ValueError(f"batch size {batch_size} must divide evenly over {num_replicas} ranks")
+            raise InvalidInputError(f"batch size {batch_size} must divide evenly over {num_replicas} ranks")
         if n < batch_size:
-            raise ValueError(f"batch size {batch_size} exceeds the {n} samples")
+            raise InvalidInputError(f"batch size {batch_size} exceeds the {n} samples")
         self.n, self.batch_size = n, batch_size
 
     def __len__(self) -> int:

@@ -20,6 +20,7 @@ from faceverify.data.packed import PackedFaces
 from faceverify.data.recordio import is_recordio_folder
 from faceverify.data.recordio_dataset import RecordFaces
 from faceverify.data.splits import holdout_identities
+from faceverify.errors import InvalidInputError, MissingInputError
 
 
 class TrainingData(Protocol):
@@ -50,19 +51,19 @@ def open_training_data(source: str | Path, cache_dir: str | Path | None = None, 
     """A :class:`PackedFaces` or :class:`RecordFaces` for ``source``; anything else is an error that
     says what a source must be. ``encoded`` (RecordIO only) serves JPEG bytes for GPU decoding."""
     if not source:
-        raise ValueError("data.source is empty: point it at a folder written by `faceverify pack` or at a "
+        raise InvalidInputError("data.source is empty: point it at a folder written by `faceverify pack` or at a "
                          "RecordIO folder (train.rec, train.idx, property)")
     root = Path(source)
     if not root.is_dir():
-        raise FileNotFoundError(f"data.source {root} does not exist")
+        raise MissingInputError(f"data.source {root} does not exist")
     if is_recordio_folder(root):
         return RecordFaces(root, progress=progress, cache_dir=cache_dir, encoded=encoded)
     if encoded:
-        raise ValueError(f"data.decode=gpu needs RecordIO data (JPEG records); {root} is a packed folder of raw "
+        raise InvalidInputError(f"data.decode=gpu needs RecordIO data (JPEG records); {root} is a packed folder of raw "
                          "pixels, which needs no decoding")
     if (root / "meta.json").is_file():
         return PackedFaces(root)
-    raise FileNotFoundError(f"data.source {root} is neither a packed folder (meta.json, images.u8) nor a "
+    raise MissingInputError(f"data.source {root} is neither a packed folder (meta.json, images.u8) nor a "
                             "RecordIO folder (train.rec); pack an aligned tree with `faceverify pack` or "
                             "convert with `faceverify pack --from-rec`")
 

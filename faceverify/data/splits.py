@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from faceverify.errors import InvalidInputError
+
 
 def holdout_identities(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """Sorted label values of the identities (with two or more images) set aside for validation."""
@@ -14,7 +16,7 @@ def holdout_identities(labels: np.ndarray, fraction: float, seed: int = 0) -> np
     eligible = values[counts >= 2]
     count = max(2, int(round(fraction * eligible.size)))
     if eligible.size < 3:
-        raise ValueError("a validation hold-out needs at least three identities with two or more images")
+        raise InvalidInputError("a validation hold-out needs at least three identities with two or more images")
     rng = np.random.default_rng([seed, 7919])
     return np.sort(rng.choice(eligible, size=min(count, eligible.size - 1), replace=False))
 

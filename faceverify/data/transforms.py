@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import torch
 
+from faceverify.errors import InvalidInputError
+
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
@@ -81,14 +83,14 @@ def check_fit(size: tuple[int, int], target: tuple[int, int]) -> str:
         return "same"
     enlargement = max(target[0] / size[0], target[1] / size[1]) if min(size) > 0 else float("inf")
     if enlargement > MAX_ENLARGEMENT:
-        raise ValueError(f"crops of {size[0]}x{size[1]} are too small for a network taking {target[0]}x{target[1]} "
+        raise InvalidInputError(f"crops of {size[0]}x{size[1]} are too small for a network taking {target[0]}x{target[1]} "
                          f"(they would be enlarged {enlargement:.1f} times; at most {MAX_ENLARGEMENT:g}): not face crops, "
                          "or crops of another resolution")
     if template_crop(size, target) is not None:
         return "crop"
     if abs(size[0] / size[1] - target[0] / target[1]) <= 0.1 * target[0] / target[1]:
         return "resize"  # within 10% of the aspect ratio (e.g. AT&T's 112x92 for a 112x96 network)
-    raise ValueError(
+    raise InvalidInputError(
         f"crops of {size[0]}x{size[1]} cannot feed a network taking {target[0]}x{target[1]} without distortion "
         "(only 112x112 -> 112x96 template crops and same-aspect resizes are supported); align with the "
         "network's template (faceverify align --template 112x96 or 112x112)"

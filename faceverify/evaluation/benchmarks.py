@@ -21,6 +21,7 @@ import torch
 
 from faceverify.data.binsets import read_bin
 from faceverify.data.lfw import read_pairs
+from faceverify.errors import InvalidInputError, IsAFolderError, MissingEntryError, MissingInputError
 from faceverify.evaluation.embed import EmbedFn, embed_arrays
 from faceverify.evaluation.lfw_eval import (
     EmbeddingSet,
@@ -52,7 +53,7 @@ def benchmarks_from(lfw_tree: str | Path | None = None, lfw_pairs: str | Path | 
     out: list[Benchmark] = []
     if lfw_tree:
         if not lfw_pairs:
-            raise ValueError("an LFW tree needs its pairs file")
+            raise InvalidInputError("an LFW tree needs its pairs file")
         out.append(Benchmark("lfw", "tree", Path(lfw_tree), Path(lfw_pairs)))
     for path in bins:
         path = Path(path)
@@ -60,7 +61,7 @@ def benchmarks_from(lfw_tree: str | Path | None = None, lfw_pairs: str | Path | 
         if any(b.name == name for b in out):
             name = f"{name}_bin"
         if any(b.name == name for b in out):
-            raise ValueError(f"two benchmarks are named {name!r}: {path}")
+            raise InvalidInputError(f"two benchmarks are named {name!r}: {path}")
         out.append(Benchmark(name, "bin", path))
     return out
 
@@ -73,10 +74,10 @@ def check_benchmarks(benchmarks: Sequence[Benchmark]) -> None:
     for benchmark in benchmarks:
         if benchmark.kind == "tree":
             if not benchmark.path.is_dir():
-                raise FileNotFoundError(f"LFW tree {benchmark.path} does not exist")
+                raise MissingInputError(f"LFW tree {benchmark.path} does not exist")
             read_pairs(benchmark.pairs)
         elif benchmark.path.is_dir():
-            raise IsADirectoryError(f"--bin {benchmark.path} is a folder; give the .bin files in it (--bin "
+            raise IsAFolderError(f"--bin {benchmark.path} is a folder; give the .bin files in it (--bin "
                                     f"{benchmark.path}/*.bin)")
         else:
             read_bin(benchmark.path)
@@ -189,7 +190,7 @@ def evaluate_embeddings_on_bins(embeddings_path: str | Path, bins: Sequence[str 
             first = missing[0]
             why = (f"its row there has status {embeddings.excluded[first]!r}" if first in embeddings.excluded else
                    "no row names it")
-            raise KeyError(f"{embeddings_path} lacks {len(missing)} image(s) of {benchmark.path} (first: {first}: "
+            raise MissingEntryError(f"{embeddings_path} lacks {len(missing)} image(s) of {benchmark.path} (first: {first}: "
                            f"{why}); name them <set>/<index>, e.g. lfw/000000")
         sets.append((benchmark, binset, keys))
     results: dict[str, dict] = {}

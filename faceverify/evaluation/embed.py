@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from faceverify.data.images import read_rgb
 from faceverify.data.transforms import fit_array, horizontal_flip, to_network_input
+from faceverify.errors import InvalidInputError
 from faceverify.progress import progress_bar
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
@@ -108,13 +109,13 @@ def combine_flip(
     if mode == "none":
         return features
     if features_flip is None:
-        raise ValueError(f"flip mode {mode!r} needs features of the mirrored images (embeddings_flip)")
+        raise InvalidInputError(f"flip mode {mode!r} needs features of the mirrored images (embeddings_flip)")
     if features_flip.shape != features.shape:
-        raise ValueError(
+        raise InvalidInputError(
             f"embeddings_flip has shape {features_flip.shape}, embeddings {features.shape}; they must match"
         )
     if mode == "concat":
         return np.concatenate([features, features_flip], axis=1)
     if mode == "sum":
         return features + features_flip
-    raise ValueError(f"unknown flip mode {mode!r}; valid: none, concat, sum")
+    raise InvalidInputError(f"unknown flip mode {mode!r}; valid: none, concat, sum")

@@ -26,6 +26,7 @@ from faceverify.data.lfw import (
     read_pairs,
     resolve_image_paths,
 )
+from faceverify.errors import InvalidInputError, MissingEntryError, MissingInputError
 from faceverify.evaluation.embed import EmbedFn, combine_flip, embed_images
 from faceverify.evaluation.report import markdown_report, plot_roc, write_json
 from faceverify.evaluation.retrieval import recall_at_k
@@ -45,27 +46,27 @@ class EmbeddingSet:
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.keys):
-            raise ValueError(
+            raise InvalidInputError(
                 f"embeddings must be [N, D] with N = {len(self.keys)} paths, got {self.embeddings.shape}"
             )
         if self.embeddings_flip is not None and self.embeddings_flip.shape != self.embeddings.shape:
-            raise ValueError(
+            raise InvalidInputError(
                 f"embeddings_flip {self.embeddings_flip.shape} must match embeddings {self.embeddings.shape}"
             )
         for name, array in (("embeddings", self.embeddings), ("embeddings_flip", self.embeddings_flip)):
             if array is None:
                 continue
             if not np.issubdtype(array.dtype, np.number):
-                raise ValueError(f"{name} must be numbers, got dtype {array.dtype}")
+                raise InvalidInputError(f"{name} must be numbers, got dtype {array.dtype}")
             bad = ~np.isfinite(array).all(axis=1)
             if bad.any():
                 rows = np.flatnonzero(bad)
-                raise ValueError(f"{int(bad.sum())} {name} row(s) contain NaN or inf "
+                raise InvalidInputError(f"{int(bad.sum())} {name} row(s) contain NaN or inf "
                                  f"(first: row {rows[0]}, {self.keys[rows[0]]})")
         seen: dict[str, int] = {}
         for row, key in enumerate(self.keys):
             if key in seen:
-                raise ValueError(f"two rows are the same image {key!r} (rows {seen[key]} and {row}, e.g. "
+                raise InvalidInputError(f"two rows are the same image {key!r} (rows {seen[key]} and {row}, e.g. "
                                  "X.jpg and X.png); keep one embedding per image")
             seen[key] = row
 
@@ -75,14 +76,14 @@ class EmbeddingSet:
         ``embeddings_flip`` from an ``.npz``; anything else is a ValueError naming the file."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"embeddings file {path} does not exist")
+            raise MissingInputError(f"embeddings file {path} does not exist")
         if path.stat().st_size == 0:
-            raise ValueError(f"embeddings file {path} is empty (0 bytes)")
+            raise InvalidInputError(f"embeddings file {path} is empty (0 bytes)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 for required in ("paths", "embeddings"):
                     if required not in data:
-                        raise ValueError(f"{path} lacks the array {required!r} (has {sorted(data.files)})")
+                        raise InvalidInputError(f"{path} lacks the array {required!r} (has {sorted(data.files)})")
                 raw_paths = data["paths"]
                 embeddings = np.asarray(data["embeddings"])
                 flip = np.asarray(data["embeddings_flip"]) if "embeddings_flip" in data else None
@@ -90,14 +91,14 @@ class EmbeddingSet:
         except ValueError as err:
             if str(path) in str(err):
                 raise
-            raise ValueError(f"cannot read embeddings file {path}: {err}") from None
+            raise InvalidInputError(f"cannot read embeddings file {path}: {err}") from None
         except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:  # zip damage, truncation
-            raise ValueError(f"cannot read embeddings file {path} (not a complete .npz): {err}") from None
+            raise InvalidInputError(f"cannot read embeddings file {path} (not a complete .npz): {err}") from None
         keys = _path_keys(raw_paths, path)
         excluded: dict[str, str] = {}
         if status is not None:  # `faceverify embed` marks photos it could not embed; leave them out
             if status.shape != (len(keys),):
-                raise ValueError(f"{path}: status has {status.size} entries for {len(keys)} paths")
+                raise InvalidInputError(f"{path}: status has {status.size} entries for {len(keys)} paths")
             keep = status == "ok"
             excluded = {k: str(s) for k, s, ok in zip(keys, status, keep) if not ok}
             keys = [k for k, ok in zip(keys, keep) if ok]
@@ -123,16 +124,16 @@ class EmbeddingSet:
 def _path_keys(raw: np.ndarray, source: Path) -> list[str]:
     """Image keys of the ``paths`` array: strings, or bytes decoded as UTF-8."""
     if raw.ndim != 1:
-        raise ValueError(f"{source}: paths must be a 1-D array, got shape {raw.shape}")
+        raise InvalidInputError(f"{source}: paths must be a 1-D array, got shape {raw.shape}")
     keys = []
     for i, item in enumerate(raw.tolist()):
         if isinstance(item, bytes):
             try:
                 item = item.decode("utf-8")
             except UnicodeDecodeError:
-                raise ValueError(f"{source}: paths[{i}] is bytes that are not UTF-8 text") from None
+                raise InvalidInputError(f"{source}: paths[{i}] is bytes that are not UTF-8 text") from None
         if not isinstance(item, str) or not item:
-            raise ValueError(f"{source}: paths[{i}] must be a relative image path, got {item!r}")
+            raise InvalidInputError(f"{source}: paths[{i}] must be a relative image path, got {item!r}")
         keys.append(key_of_path(item))
     return keys
 
@@ -144,7 +145,7 @@ def _pair_indices(keys: list[str], pairs: PairsProtocol,
     if missing:
         excluded = excluded or {}
         shown = ", ".join(f"{k} ({excluded[k]})" if k in excluded else k for k in missing[:10])
-        raise KeyError(
+        raise MissingEntryError(
             f"{len(missing)} image(s) of {pairs.source} have no embedding (first: {shown}); "
             "embed every image the pairs file references"
         )

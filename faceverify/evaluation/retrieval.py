@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from faceverify.errors import InvalidInputError
+
 
 def _query_setup(embeddings: np.ndarray, labels: Sequence[str] | np.ndarray, metric: str,
                  dtype: torch.dtype) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -26,7 +28,7 @@ def _query_setup(embeddings: np.ndarray, labels: Sequence[str] | np.ndarray, met
     if metric == "cosine":
         feats = torch.nn.functional.normalize(feats, dim=1)
     elif metric != "euclidean":
-        raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
+        raise InvalidInputError(f"unknown metric {metric!r}; valid: cosine, euclidean")
     _, codes = np.unique(labels_arr, return_inverse=True)
     others = torch.as_tensor([counts[label] - 1 for label in labels_arr.tolist()])
     return queries, feats, torch.as_tensor(codes), others

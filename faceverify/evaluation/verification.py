@@ -28,6 +28,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from faceverify.errors import InvalidInputError
+
 Metric = Literal["cosine", "euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 
@@ -44,7 +46,7 @@ def pair_similarity(a: np.ndarray, b: np.ndarray, metric: Metric) -> np.ndarray:
         return np.einsum("nd,nd->n", a, b) / denom
     if metric == "euclidean":
         return -np.linalg.norm(a - b, axis=1)
-    raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    raise InvalidInputError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
 
 
 def threshold_candidates(scores: np.ndarray) -> np.ndarray:
@@ -84,7 +86,7 @@ def threshold_at_far(negative_scores: np.ndarray, far: float) -> float:
     """
     neg = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
     if neg.size == 0:
-        raise ValueError("no negative pairs to set a FAR threshold on")
+        raise InvalidInputError("no negative pairs to set a FAR threshold on")
     allowed = int(math.floor(far * neg.size + 1e-9))
     if allowed >= neg.size:
         return float(neg[-1] - 1.0)
@@ -191,7 +193,7 @@ def fold_scores(
     features = np.asarray(features, dtype=np.float64)
     n_folds = int(fold.max()) + 1 if fold.size else 0
     if pca_dim < 0:
-        raise ValueError(f"pca dimension must be >= 0, got {pca_dim}")
+        raise InvalidInputError(f"pca dimension must be >= 0, got {pca_dim}")
     if pca_dim == 0 and not subtract_mean:
         row = pair_similarity(features[index_a], features[index_b], metric)
         return np.broadcast_to(row, (n_folds, row.size)).copy()
@@ -204,7 +206,7 @@ def fold_scores(
         if pca_dim:
             limit = min(fit.shape[0], fit.shape[1])
             if pca_dim > limit and not clip_pca:
-                raise ValueError(
+                raise InvalidInputError(
                     f"pca dimension {pca_dim} exceeds min(training images, feature dim) = {limit}"
                 )
             pca = PCA(n_components=min(pca_dim, limit), svd_solver="full").fit(fit)
@@ -222,13 +224,13 @@ def check_test_folds(test_folds: list[int] | None, n_folds: int) -> list[int]:
         return list(range(n_folds))
     folds = [int(k) for k in test_folds]
     if not folds:
-        raise ValueError("no folds to evaluate")
+        raise InvalidInputError("no folds to evaluate")
     for k in folds:
         if not 0 <= k < n_folds:
-            raise ValueError(f"fold {k + 1} does not exist: the pairs have folds 1..{n_folds}")
+            raise InvalidInputError(f"fold {k + 1} does not exist: the pairs have folds 1..{n_folds}")
     repeated = sorted({k + 1 for k in folds if folds.count(k) > 1})
     if repeated:
-        raise ValueError(f"fold(s) {', '.join(map(str, repeated))} given more than once")
+        raise InvalidInputError(f"fold(s) {', '.join(map(str, repeated))} given more than once")
     return folds
 
 
@@ -256,7 +258,7 @@ def evaluate_scores(
         score_rows = np.broadcast_to(score_rows, (n_folds, score_rows.size))
     folds = check_test_folds(test_folds, n_folds)
     if not np.all(np.isfinite(score_rows[folds])):
-        raise ValueError("verification scores contain NaN or inf; check the embeddings")
+        raise InvalidInputError("verification scores contain NaN or inf; check the embeddings")
     reported = np.isin(fold, folds)
     heldout_all = score_rows[fold, np.arange(fold.size)]
     accuracies: list[float] = []

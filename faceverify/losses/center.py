@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from faceverify.errors import InvalidInputError
+
 
 @dataclass
 class CenterOptions:
@@ -45,7 +47,7 @@ class CenterLoss(nn.Module):
     def __init__(self, num_classes: int, embedding_dim: int, alpha: float = 0.5, update: str = "paper"):
         super().__init__()
         if update not in ("paper", "sgd"):
-            raise ValueError(f"unknown center update {update!r}; valid: paper, sgd")
+            raise InvalidInputError(f"unknown center update {update!r}; valid: paper, sgd")
         self.num_classes = num_classes
         self.alpha = alpha
         self.update = update

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceverify.errors import InvalidInputError
+
 
 def _init_weight(num_classes: int, embedding_dim: int) -> nn.Parameter:
     weight = torch.empty(num_classes, embedding_dim)
@@ -178,7 +180,7 @@ class SphereFaceLoss(nn.Module):
                  gamma: float = 0.12, power: float = 1.0, lambda_min: float = 5.0):
         super().__init__()
         if m < 1:
-            raise ValueError(f"SphereFace margin m must be a positive integer, got {m}")
+            raise InvalidInputError(f"SphereFace margin m must be a positive integer, got {m}")
         self.weight = _init_weight(num_classes, embedding_dim)
         self.m, self.base, self.gamma, self.power, self.lambda_min = int(m), base, gamma, power, lambda_min
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))

@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from faceverify.errors import InvalidInputError
+
 _TINY = 1e-12
 
 
@@ -55,7 +57,7 @@ DISTANCES: dict[str, Callable[..., torch.Tensor]] = {
 
 def get_distance(name: str) -> Callable[..., torch.Tensor]:
     if name not in DISTANCES:
-        raise ValueError(f"unknown distance {name!r}; valid: {', '.join(DISTANCES)}")
+        raise InvalidInputError(f"unknown distance {name!r}; valid: {', '.join(DISTANCES)}")
     return DISTANCES[name]
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from faceverify.errors import InvalidInputError
 from faceverify.losses.distances import cosine_similarity, get_distance, same_label_masks
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -168,7 +169,7 @@ MINERS = {
 
 def build_miner(name: str, **options) -> object:
     if name not in MINERS:
-        raise ValueError(f"unknown miner {name!r}; valid: {', '.join(MINERS)}")
+        raise InvalidInputError(f"unknown miner {name!r}; valid: {', '.join(MINERS)}")
     return MINERS[name](**options)
 
 

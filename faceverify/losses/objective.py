@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from faceverify.config import ConfigError
+from faceverify.errors import InvalidInputError
 from faceverify.losses.center import CenterLoss, CenterOptions
 from faceverify.losses.classification import (
     ArcFaceLoss,
@@ -126,10 +127,10 @@ class Objective(nn.Module):
         super().__init__()
         unknown = sorted(set(config.terms) - set(LOSSES))
         if unknown:
-            raise ValueError(f"unknown loss term(s) {', '.join(unknown)}; valid: {', '.join(LOSSES)}")
+            raise InvalidInputError(f"unknown loss term(s) {', '.join(unknown)}; valid: {', '.join(LOSSES)}")
         active = {name: float(w) for name, w in config.terms.items() if float(w) != 0.0}
         if not active:
-            raise ValueError("the objective needs at least one loss term with a non-zero weight")
+            raise InvalidInputError("the objective needs at least one loss term with a non-zero weight")
         self.config = config
         self.weights = active
         # random miners (distance-weighted sampling) draw from this generator; checkpoints save it

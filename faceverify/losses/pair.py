@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceverify.errors import InvalidInputError
 from faceverify.losses.distances import cosine_similarity, euclidean, get_distance, same_label_masks
 from faceverify.losses.miners import (
     BatchHardMiner,
@@ -91,7 +92,7 @@ class ContrastiveLoss(nn.Module):
                  reduction: str = "mean"):
         super().__init__()
         if reduction not in ("mean", "pos_neg_mean", "avg_nonzero"):
-            raise ValueError(f"unknown reduction {reduction!r}; valid: mean, pos_neg_mean, avg_nonzero")
+            raise InvalidInputError(f"unknown reduction {reduction!r}; valid: mean, pos_neg_mean, avg_nonzero")
         self.margin = margin
         self.squared = squared
         self.normalize = normalize
@@ -163,7 +164,7 @@ class TripletLoss(nn.Module):
         super().__init__()
         valid = ("all", "batch_hard", "semi_hard", "distance_weighted")
         if mining not in valid:
-            raise ValueError(f"unknown triplet mining {mining!r}; valid: {', '.join(valid)}")
+            raise InvalidInputError(f"unknown triplet mining {mining!r}; valid: {', '.join(valid)}")
         self.margin = margin
         self.mining = mining
         self.distance = distance

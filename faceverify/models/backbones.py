@@ -25,6 +25,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from faceverify.errors import InvalidInputError
+
 
 def _ch(channels: int, width: float) -> int:
     return max(4, int(round(channels * width)))
@@ -205,7 +207,7 @@ def build_backbone(name: str, embedding_dim: int = 512, width: float = 1.0,
                    input_size: tuple[int, int] | None = None, batch_norm: bool | None = None) -> nn.Module:
     """Build a registered backbone; unknown names list the valid ones."""
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+        raise InvalidInputError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
     kwargs: dict = {"embedding_dim": embedding_dim, "width": width,
                     "input_size": tuple(input_size or DEFAULT_INPUT[name])}
     if batch_norm is not None and not name.startswith("iresnet"):

@@ -10,6 +10,7 @@ from torch import nn
 
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
 from faceverify.data.sources import TrainingData
+from faceverify.errors import InvalidInputError
 from faceverify.losses.objective import Objective, ObjectiveOutput
 from faceverify.training.config import TrainConfig
 
@@ -85,6 +86,6 @@ def build_sampler(dataset: TrainingData, config: TrainConfig, needs_pk: bool, wo
     data = config.data
     if data.sampler == "pk" or (data.sampler == "auto" and needs_pk):
         if data.batch_size % data.k:
-            raise ValueError(f"batch_size {data.batch_size} must be a multiple of k = {data.k}")
+            raise InvalidInputError(f"batch_size {data.batch_size} must be a multiple of k = {data.k}")
         return PKSampler(dataset.labels, data.batch_size // data.k, data.k, config.seed, world, rank)
     return ShuffledBatchSampler(len(dataset), data.batch_size, config.seed, world, rank)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from faceverify.errors import FaceverifyError
+from faceverify.errors import FaceverifyError, MissingInputError
 from faceverify.io import atomic_write
 
 FORMAT = "faceverify-checkpoint-v1"
@@ -46,7 +46,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingInputError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many types for a damaged file

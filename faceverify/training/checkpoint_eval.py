@@ -12,6 +12,7 @@ from torch import nn
 from faceverify.config import from_resolved
 from faceverify.data.images import read_rgb
 from faceverify.data.lfw import PairsProtocol, list_image_tree
+from faceverify.errors import InvalidInputError
 from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
 from faceverify.models.backbones import build_backbone
 from faceverify.training.checkpoint import load_checkpoint
@@ -49,7 +50,7 @@ def check_aligned_tree(root: str | Path, input_size: tuple[int, int]) -> None:
     want_h, want_w = input_size
     if abs(height / width - want_h / want_w) > 0.1 * want_h / want_w or (
             height > 2.2 * want_h and width > 2.2 * want_w):
-        raise ValueError(
+        raise InvalidInputError(
             f"{root} looks unaligned: its images are {width}x{height} (WxH, e.g. {images[0]}) but the network "
             f"takes {want_w}x{want_h} aligned crops, and there is no manifest.csv from faceverify align. "
             f"Align it first: faceverify align {root} ALIGNED_DIR --purpose eval"

@@ -8,7 +8,7 @@ the loss terms default to softmax alone and recipes add the rest. YAML files hol
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from faceverify.config import ConfigError, check_device, check_range, to_dict
@@ -92,6 +92,23 @@ class OptimConfig:
         check_range("clip_grad_norm", self.clip_grad_norm, 0)
         if any(m < 0 for m in self.milestones):
             raise ConfigError(f"milestones must be iterations >= 0, got {self.milestones}")
+
+    def with_length(self, max_iters: int) -> OptimConfig:
+        """This schedule for a run of ``max_iters`` iterations: the one rule by which a run's length
+        changes (an ablation's ``max_iters`` and ``tuning.max_iters``, the demo's ``--max-iters``).
+
+        ``optim.max_iters`` is the one length of a run; its milestones are written for it. Stretched
+        to ``L`` iterations, each milestone keeps its fraction of the run, ``m' = max(1, floor(m * L /
+        max_iters))``; the warm-up keeps its length but at most a quarter of the run,
+        ``w' = min(w, floor(L / 4))``; the cosine schedule reads ``max_iters`` itself. The same
+        length returns the schedule unchanged.
+        """
+        check_range("max_iters", max_iters, 1)
+        if max_iters == self.max_iters:
+            return self
+        scale = max_iters / self.max_iters
+        return replace(self, max_iters=max_iters, milestones=[max(1, int(m * scale)) for m in self.milestones],
+                       warmup_iters=min(self.warmup_iters, max_iters // 4))
 
 
 @dataclass

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from faceverify.data.lfw import read_pairs
+from faceverify.errors import InvalidInputError
 from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
 from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
 
@@ -44,7 +45,7 @@ def evaluate_during_training(trainer: Trainer) -> dict[str, float]:
         trainer.backbone.train()
         record.update({f"eval/{name}/accuracy": value for name, value in accuracies.items()})
         if ev.best != "mean" and ev.best not in accuracies:
-            raise ValueError(f"eval.best = {ev.best!r} is none of the evaluated sets {sorted(accuracies)} "
+            raise InvalidInputError(f"eval.best = {ev.best!r} is none of the evaluated sets {sorted(accuracies)} "
                              "(or 'mean')")
         followed = float(np.mean(list(accuracies.values()))) if ev.best == "mean" else accuracies[ev.best]
     else:

@@ -45,6 +45,7 @@ from faceverify.data.recordio_dataset import decode_batch_skipping
 from faceverify.data.sources import holdout_subset, open_training_data
 from faceverify.config import parse_hw
 from faceverify.data.transforms import check_fit, fit_to_input, step_flip, to_network_input
+from faceverify.errors import InvalidInputError
 from faceverify.evaluation.benchmarks import benchmarks_from, check_benchmarks
 from faceverify.io import write_json, write_text
 from faceverify.losses.objective import Objective, ObjectiveOutput
@@ -97,7 +98,7 @@ class Trainer:
         seed_everything(config.seed, config.deterministic)
         device = self.info.device
         if config.data.decode == "gpu" and device.type != "cuda":
-            raise ValueError(f"data.decode=gpu needs a CUDA device, the run uses {device}")
+            raise InvalidInputError(f"data.decode=gpu needs a CUDA device, the run uses {device}")
         # RecordIO labels and indexes are cached in the user's cache (never beside out, which may lie in the data)
         self.dataset = open_training_data(config.data.source, encoded=config.data.decode == "gpu",
                                           progress=self.info.is_main)
@@ -110,7 +111,7 @@ class Trainer:
             check_benchmarks(benchmarks)  # a damaged set fails now, not at the first check hours in
             names = [b.name for b in benchmarks]
             if config.eval.best != "mean" and config.eval.best not in names:
-                raise ValueError(f"eval.best = {config.eval.best!r} is none of the evaluated sets {names} (or 'mean')")
+                raise InvalidInputError(f"eval.best = {config.eval.best!r} is none of the evaluated sets {names} (or 'mean')")
         self.data_size = self.dataset.image_size
         self.input_size = parse_hw(config.model.input) if config.model.input else self.data_size
         check_fit(self.data_size, self.input_size)

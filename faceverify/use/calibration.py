@@ -9,14 +9,13 @@ on the other nine folds (:func:`calibration_from_metrics`).
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from faceverify.io import write_json
+from faceverify.io import read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def read_calibration(checkpoint: Path) -> tuple[Calibration | None, str]:
     path = calibration_path(checkpoint)
     if not path.is_file():
         return None, ""
-    calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    calibration = Calibration.from_dict(read_json(path, "calibration"))
     if not calibration.checkpoint_sha256:
         print(f"faceverify: warning: {path} does not name its checkpoint (written before calibrations did); "
               "its threshold is used unchecked. Re-run faceverify eval --checkpoint to calibrate anew",

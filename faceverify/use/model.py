@@ -45,7 +45,7 @@ from data_prep.align import get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
 from faceverify.data.images import read_rgb
 from faceverify.data.transforms import fit_array, horizontal_flip, to_network_input
-from faceverify.errors import FaceverifyError
+from faceverify.errors import FaceverifyError, MissingInputError
 from faceverify.evaluation.embed import combine_flip
 from faceverify.use.calibration import (  # noqa: F401 - part of the model API
     Calibration,
@@ -215,7 +215,7 @@ class FaceModel:
         """A photo from a path (any format ``faceverify align`` reads) or an RGB uint8 array."""
         if isinstance(photo, np.ndarray):
             if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
-                raise ValueError(f"a photo array must be RGB uint8 [H, W, 3], got {photo.dtype} {photo.shape}")
+                raise ModelError(f"a photo array must be RGB uint8 [H, W, 3], got {photo.dtype} {photo.shape}")
             return photo
         return read_rgb(photo)
 
@@ -292,7 +292,7 @@ def load_model(path_or_name: str | Path, device: str | torch.device = "auto", po
         return FaceModel("dlib", "dlib", None, (150, 150), 128, "none", calibration, "cpu", policy=policy)
     path = Path(path_or_name)
     if not path.is_file():
-        raise FileNotFoundError(f"model {path} does not exist (give a checkpoint, an exported model or 'dlib')")
+        raise MissingInputError(f"model {path} does not exist (give a checkpoint, an exported model or 'dlib')")
     head = path.read_bytes()[:8] if path.stat().st_size else b""
     if not head:
         raise ModelError(f"model {path} is empty (0 bytes)")

@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from faceverify.errors import InvalidInputError
 from faceverify.io import atomic_write, check_not_an_input
 from faceverify.use.model import FaceModel, ModelError, calibration_path, export_metadata, load_model
 
@@ -38,7 +39,7 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: Format = "torchsc
     check_not_an_input(out, [checkpoint, calibration_path(checkpoint)])
     if out.is_dir():
         suffix = ".onnx" if fmt == "onnx" else ".ts"
-        raise ValueError(f"OUT {out} is a folder; give the export's file name, e.g. {out / ('model' + suffix)}")
+        raise InvalidInputError(f"OUT {out} is a folder; give the export's file name, e.g. {out / ('model' + suffix)}")
     model = load_model(checkpoint, device="cpu")
     if model.calibration_problem:
         print(f"faceverify export: warning: no threshold exported: {model.calibration_problem}", file=sys.stderr)
@@ -57,7 +58,7 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: Format = "torchsc
         elif fmt == "onnx":
             _export_onnx(network, example, out, metadata)
         else:
-            raise ValueError(f"unknown export format {fmt!r}; valid: torchscript, onnx")
+            raise InvalidInputError(f"unknown export format {fmt!r}; valid: torchscript, onnx")
     exported = load_model(out, device="cpu")
     difference = compare(model, exported, check_crops)
     if difference > tolerance:

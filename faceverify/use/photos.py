@@ -29,8 +29,8 @@ import numpy as np
 
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
-from faceverify.errors import FaceverifyError
-from faceverify.io import atomic_write, check_not_an_input, write_json
+from faceverify.errors import FaceverifyError, MissingInputError
+from faceverify.io import atomic_write, check_not_an_input, read_json, write_json
 from faceverify.locks import lock_output
 from faceverify.progress import progress_bar
 from faceverify.use.model import FaceModel
@@ -61,7 +61,7 @@ def list_photos(src: str | Path) -> tuple[Path, list[str]]:
         if not paths:
             raise PhotoListError(f"{src}: no photo paths in the list")
         return src.parent, paths
-    raise FileNotFoundError(f"{src} is neither a folder of photos nor a list file")
+    raise MissingInputError(f"{src} is neither a folder of photos nor a list file")
 
 
 def _photo_path(root: Path, rel: str) -> Path:
@@ -138,9 +138,9 @@ def _embed_locked(model: FaceModel, root: Path, rels: list[str], src: str | Path
     partial = out.with_name(out.name + ".partial")
     meta = {"model": model_fingerprint(model), "src": str(Path(src).resolve()), "photos": len(rels), "chunk": chunk}
     if (partial / "meta.json").is_file():
-        previous = json.loads((partial / "meta.json").read_text(encoding="utf-8"))
+        previous = read_json(partial / "meta.json", "unfinished embed run's metadata")
         if previous != meta:
-            raise ValueError(f"{partial} holds an unfinished run with another model, source or chunk size; delete "
+            raise PhotoListError(f"{partial} holds an unfinished run with another model, source or chunk size; delete "
                              "it or choose another --out")
     write_json(partial / "meta.json", meta)
     chunks = list(range(0, len(rels), chunk))
@@ -185,7 +185,7 @@ def read_pairs_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
     """``(columns, rows)`` of a pairs CSV with at least the columns ``a`` and ``b``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pairs file {path} does not exist")
+        raise MissingInputError(f"pairs file {path} does not exist")
     with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel writes a BOM
         reader = csv.DictReader(handle)
         columns = list(reader.fieldnames or [])
