@@ -43,7 +43,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from data_prep.align import Template, alignment_residual, get_template, similarity_transform, warp_face
+from faceverify.data.alignment import Template, alignment_residual, get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
 from data_prep.inputs import (  # noqa: F401 - part of the alignment API
     RESULT_SETTINGS,

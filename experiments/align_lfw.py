@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.align import get_template
+from faceverify.data.alignment import get_template
 from faceverify.data.locate import locate_lfw
 from data_prep.montage import montage
 from data_prep.prepare import AlignConfig, align_tree, read_manifest

@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from data_prep.align import get_template, similarity_transform, warp_face
+from faceverify.data.alignment import get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
 from faceverify.data.images import read_rgb
 from faceverify.data.transforms import fit_array, horizontal_flip, to_network_input

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep.align import (
+from faceverify.data.alignment import (
     TEMPLATE_112X96,
     alignment_residual,
     apply_transform,
