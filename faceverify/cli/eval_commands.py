@@ -1,4 +1,4 @@
-"""Evaluation commands: ``eval`` (LFW pairs and .bin sets) and ``baseline`` (dlib)."""
+"""Evaluation commands: ``eval`` (LFW pairs, .bin sets, IJB-B/IJB-C) and ``baseline`` (dlib)."""
 
 from __future__ import annotations
 
@@ -36,15 +36,26 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "eval",
-        help="10-fold verification (LFW tree and/or .bin sets) of an embeddings file or a trained checkpoint",
+        help="verification of an embeddings file or a model: LFW 10-fold, .bin sets, IJB-B/IJB-C TAR@FAR",
         description="Evaluate with the k-fold protocol. Give --embeddings EMB.npz, or --checkpoint CKPT; the "
         "benchmarks are an aligned LFW tree (--lfw, with --checkpoint) with its --pairs, and/or insightface "
         ".bin sets (--bin lfw.bin cfp_fp.bin ...). With --checkpoint, a cosine evaluation without PCA on all "
-        "folds also calibrates the model's decision threshold (CKPT.calibration.json, used by verify).",
+        "folds also calibrates the model's decision threshold (CKPT.calibration.json, used by verify). "
+        "--ijb DIR scores IJB-B or IJB-C (1:1 TAR at FAR under the strict and insightface rules; 1:N where "
+        "the release has its csv files) from --embeddings, --checkpoint or --model; the default test mode is "
+        "the papers' (flip sum, feature norm kept, times the detector score).",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--embeddings", type=Path, help="npz with paths, embeddings[, embeddings_flip, status]")
     source.add_argument("--checkpoint", type=Path, help="a checkpoint written by faceverify train")
+    source.add_argument("--model", help="with --ijb: a checkpoint, an exported model (.ts/.onnx) or dlib")
+    p.add_argument("--ijb", type=Path, metavar="DIR",
+                   help="an IJB-B or IJB-C folder (meta/ijbc_*.txt or meta/ijbb_*.txt, loose_crop/)")
+    p.add_argument("--no-detector-score", action="store_true",
+                   help="with --ijb: do not multiply image features by the detector score")
+    p.add_argument("--unit-norm", action="store_true",
+                   help="with --ijb: L2-normalise each image feature before pooling (default: its norm is kept)")
+    p.add_argument("--chunk", type=int, default=1024, help="with --ijb and a model: images per resumable chunk")
     p.add_argument("--lfw", type=Path, help="aligned LFW tree (with --checkpoint)")
     p.add_argument("--bin", type=Path, nargs="+", metavar="FILE",
                    help=".bin verification sets (10 consecutive folds each); with --embeddings the npz names "
@@ -62,6 +73,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from faceverify.evaluation.lfw_eval import EVAL_FLAGS, EvalConfig, evaluate_embeddings_file
     from faceverify.io import check_writable_dir
 
+    if args.ijb is not None:
+        return _run_eval_ijb(args)
+    for flag, given in (("--model", args.model is not None), ("--no-detector-score", args.no_detector_score),
+                        ("--unit-norm", args.unit_norm)):
+        if given:
+            raise UsageError(f"{flag} goes with --ijb DIR")
     config = config_from_args(EvalConfig, args, EVAL_FLAGS)
     check_writable_dir(args.out, "--out")
     if args.bin:
@@ -81,6 +98,41 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         metrics = evaluate_embeddings_file(args.embeddings, pairs_path, args.out, config, pairs=pairs)
     print_metrics(metrics, args.out)
+    return 0
+
+
+def _run_eval_ijb(args: argparse.Namespace) -> int:
+    """``eval --ijb DIR``: the IJB protocol of :mod:`faceverify.use.ijb`."""
+    from faceverify.evaluation.ijb_protocol import TestMode
+    from faceverify.io import check_writable_dir
+    from faceverify.use.ijb import evaluate_on_ijb
+
+    others = [flag for flag, given in (("--lfw", args.lfw), ("--bin", args.bin), ("--pairs", args.pairs),
+                                       ("--config", args.config), ("key=value", args.overrides)) if given]
+    others += ["--" + name.replace("_", "-") for name in ("metric", "pca", "subtract_mean", "folds", "batch_size")
+               if getattr(args, f"flag_{name}", None) is not None]
+    if others:
+        raise UsageError(f"--ijb runs the IJB protocol alone; {', '.join(others)} belong to the LFW/.bin evaluation")
+    if args.chunk < 1:
+        raise UsageError(f"--chunk must be at least 1, got {args.chunk}")
+    mode = TestMode(flip=args.flag_flip or "sum", detector_score=not args.no_detector_score, unit_norm=args.unit_norm)
+    check_writable_dir(args.out, "--out")
+    model = None
+    if args.embeddings is None:
+        from faceverify.use.model import load_model
+
+        model = load_model(args.checkpoint if args.checkpoint is not None else args.model, device=args.device or "auto")
+    metrics = evaluate_on_ijb(args.ijb, args.out, mode, model=model, embeddings=args.embeddings, chunk=args.chunk)
+    tars = metrics["tar_at_far"]
+    print(f"{metrics['benchmark']}: TAR @ FAR 1e-4 {100 * tars['1e-04']:.2f}% (strict), "
+          f"{100 * metrics['tar_at_far_insightface']['1e-04']:.2f}% (insightface rule); "
+          f"{metrics['n_templates']} templates, {metrics['n_pairs']} pairs")
+    if "identification" in metrics:
+        mean = metrics["identification"]["mean"]
+        print(f"1:N mean over galleries: rank-1 {100 * mean['rank_1']:.2f}%")
+    if metrics["images_left_out"]:
+        print(f"{len(metrics['images_left_out'])} image(s) left out (named in metrics.json)")
+    print(f"wrote {args.out / 'metrics.json'}, {args.out / 'report.md'}, {args.out / 'roc.png'}")
     return 0
 
 

@@ -71,6 +71,17 @@ def get_template(name: str, scale: float = 1.0) -> Template:
     return Template(points * scale, (int(round(height * scale)), int(round(width * scale))), name)
 
 
+def template_for_input(input_size: tuple[int, int] | list[int]) -> str:
+    """The template a network of this input ``(H, W)`` was trained on: 7:6 crops are Wen et al.'s
+    112x96 (also at other scales, e.g. the cpu profile's 56x48), square crops ArcFace's 112x112."""
+    height, width = (int(v) for v in input_size)
+    if abs(height / width - 112 / 96) < 1e-3:
+        return "112x96"
+    if height == width:
+        return "112x112"
+    raise InvalidInputError(f"a network input of {height}x{width} matches neither template (112x96 or 112x112)")
+
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity mapping ``src[n, 2]`` onto ``dst[n, 2]`` -> ``M[2, 3]``.
 

@@ -41,8 +41,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from faceverify.data.alignment import get_template, similarity_transform, warp_face
 from data_prep.detect import FaceDetector, choose_face
+from faceverify.data.alignment import get_template, similarity_transform, template_for_input, warp_face
 from faceverify.data.images import read_rgb
 from faceverify.data.transforms import fit_array, horizontal_flip, to_network_input
 from faceverify.errors import FaceverifyError, MissingInputError
@@ -96,17 +96,6 @@ class Verdict:
         return asdict(self)
 
 
-def _template_of(input_size: Sequence[int]) -> str:
-    """The 5-point template a network of this input was trained on: 7:6 crops are Wen et al.'s
-    112x96 (also at other scales, e.g. the cpu profile's 56x48), square crops ArcFace's 112x112."""
-    height, width = input_size
-    if abs(height / width - 112 / 96) < 1e-3:
-        return "112x96"
-    if height == width:
-        return "112x112"
-    raise ModelError(f"a network input of {height}x{width} matches neither template (112x96 or 112x112)")
-
-
 class FaceModel:
     """A model ready to embed and verify photos (see the module docstring)."""
 
@@ -118,7 +107,7 @@ class FaceModel:
         self.kind = kind
         self._embed_batch = embed_batch
         self.input_size = tuple(int(v) for v in input_size)
-        self.template = "dlib" if kind == "dlib" else _template_of(self.input_size)
+        self.template = "dlib" if kind == "dlib" else template_for_input(self.input_size)
         self.embedding_dim = embedding_dim
         self.calibration = calibration
         self.calibration_problem = ""  # why a calibration found beside the model was not used
@@ -129,6 +118,13 @@ class FaceModel:
         self.policy = policy
         self._detector: FaceDetector | None = None
         self._dlib = None
+
+    def _dlib_embedder(self):
+        if self._dlib is None:
+            from faceverify.baselines.dlib_resnet import DlibEmbedder
+
+            self._dlib = DlibEmbedder()
+        return self._dlib
 
     # ------------------------------------------------------------------ description
     def describe(self) -> dict:
@@ -167,16 +163,24 @@ class FaceModel:
         return out
 
     def _dlib_faces(self, photo: np.ndarray) -> list[Face]:
-        if self._dlib is None:
-            from faceverify.baselines.dlib_resnet import DlibEmbedder
-
-            self._dlib = DlibEmbedder()
+        dlib = self._dlib_embedder()
         faces = []
-        for rect in self._dlib.faces(photo):
-            chip = self._dlib.chip(photo, rect)
+        for rect in dlib.faces(photo):
+            chip = dlib.chip(photo, rect)
             box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64)
             faces.append(Face(box, None, None, chip))
         return faces
+
+    def crop_from_landmarks(self, photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The crop this model embeds for a face whose 5 landmarks ``[5, 2]`` are known (an IJB
+        release lists them): the similarity transform onto the model's template, fitted to its
+        input; dlib: its shape predictor and chip inside the box those points imply."""
+        if self.kind == "dlib":
+            dlib = self._dlib_embedder()
+            return dlib.chip(photo, dlib.rect_from_landmarks(landmarks))
+        template = get_template(self.template)
+        matrix = similarity_transform(np.asarray(landmarks, np.float64), template.points)
+        return fit_array(warp_face(photo, matrix, template), self.input_size)
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()
@@ -184,14 +188,11 @@ class FaceModel:
                           batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
         """Aligned crops (uint8 ``[h, w, 3]`` each) -> ``(features [N, D], features of the mirrors or None)``."""
         if self.kind == "dlib":
-            if self._dlib is None:
-                from faceverify.baselines.dlib_resnet import DlibEmbedder
-
-                self._dlib = DlibEmbedder()
-            plain = np.array([self._dlib.descriptor(c) for c in crops], dtype=np.float64).reshape(-1, 128)
+            dlib = self._dlib_embedder()
+            plain = np.array([dlib.descriptor(c) for c in crops], dtype=np.float64).reshape(-1, 128)
             if not with_flip:
                 return plain, None
-            return plain, np.array([self._dlib.descriptor(c[:, ::-1]) for c in crops], dtype=np.float64).reshape(-1, 128)
+            return plain, np.array([dlib.descriptor(c[:, ::-1]) for c in crops], dtype=np.float64).reshape(-1, 128)
         fitted = [fit_array(np.asarray(c), self.input_size) for c in crops]
         plain, flipped = [], []
         for start in range(0, len(fitted), batch_size):

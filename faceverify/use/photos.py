@@ -30,7 +30,8 @@ import numpy as np
 from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.errors import FaceverifyError, MissingInputError
-from faceverify.io import atomic_write, check_not_an_input, read_json, write_json
+from faceverify.evaluation.chunked_embed import embed_in_chunks, file_stamp
+from faceverify.io import atomic_write, check_not_an_input
 from faceverify.locks import lock_output
 from faceverify.progress import progress_bar
 from faceverify.use.model import FaceModel
@@ -67,24 +68,6 @@ def list_photos(src: str | Path) -> tuple[Path, list[str]]:
 def _photo_path(root: Path, rel: str) -> Path:
     """A listed photo's path: ``rel`` itself when absolute, else relative to the list's folder."""
     return Path(rel) if Path(rel).is_absolute() else root / rel
-
-
-def _stamp(root: Path, rel: str) -> str:
-    """A photo's size and modification time (``"missing"``): a resumed embed redoes a chunk whose
-    photos changed since it was written, as ``align`` does."""
-    try:
-        info = _photo_path(root, rel).stat()
-    except OSError:
-        return "missing"
-    return f"{info.st_size}-{info.st_mtime_ns}"
-
-
-def _chunk_stamps(part: Path) -> list[str] | None:
-    try:
-        with np.load(part) as data:
-            return data["stamps"].tolist() if "stamps" in data else None
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged chunk is embedded again
 
 
 def _read(root: Path, rel: str) -> np.ndarray | str:
@@ -135,50 +118,22 @@ def embed_photos(model: FaceModel, src: str | Path, out: str | Path, chunk: int 
 
 def _embed_locked(model: FaceModel, root: Path, rels: list[str], src: str | Path, out: Path, chunk: int,
                   progress: bool) -> dict:
-    partial = out.with_name(out.name + ".partial")
-    meta = {"model": model_fingerprint(model), "src": str(Path(src).resolve()), "photos": len(rels), "chunk": chunk}
-    if (partial / "meta.json").is_file():
-        previous = read_json(partial / "meta.json", "unfinished embed run's metadata")
-        if previous != meta:
-            raise PhotoListError(f"{partial} holds an unfinished run with another model, source or chunk size; delete "
-                             "it or choose another --out")
-    write_json(partial / "meta.json", meta)
-    chunks = list(range(0, len(rels), chunk))
-    done_before = 0
-    with progress_bar(total=len(rels), desc="embed", unit="photo", enabled=progress) as bar:
-        for index, start in enumerate(chunks):
-            part = partial / f"chunk-{index:06d}.npz"
-            names = rels[start : start + chunk]
-            stamps = [_stamp(root, rel) for rel in names]
-            if part.is_file() and _chunk_stamps(part) == stamps:  # a photo changed since: embed the chunk again
-                done_before += len(names)
-                bar.update(len(names))
-                continue
-            crops, status = _crops(model, root, names)
-            usable = [c for c in crops if c is not None]
-            plain, flipped = model.embed_crops_split(usable, with_flip=True)
-            dim = plain.shape[1] if len(usable) else model.embedding_dim
-            full = np.zeros((len(names), dim), np.float32)
-            full_flip = np.zeros((len(names), dim), np.float32)
-            rows = [i for i, c in enumerate(crops) if c is not None]
-            if rows:
-                full[rows], full_flip[rows] = plain, flipped
-            with atomic_write(part, "wb") as handle:
-                np.savez(handle, paths=np.array(names), embeddings=full, embeddings_flip=full_flip,
-                         status=np.array(status), stamps=np.array(stamps))
-            bar.update(len(names))
-    parts = [np.load(partial / f"chunk-{i:06d}.npz") for i in range(len(chunks))]
-    status = np.concatenate([p["status"] for p in parts])
-    with atomic_write(out, "wb") as handle:
-        np.savez(handle, paths=np.concatenate([p["paths"] for p in parts]),
-                 embeddings=np.concatenate([p["embeddings"] for p in parts]),
-                 embeddings_flip=np.concatenate([p["embeddings_flip"] for p in parts]), status=status)
-    for part in partial.iterdir():
-        part.unlink()
-    partial.rmdir()
-    failed = {str(s): int(n) for s, n in zip(*np.unique(status[status != "ok"], return_counts=True))}
-    return {"photos": len(rels), "ok": int((status == "ok").sum()), "failed": failed,
-            "resumed_from": done_before, "out": str(out), "model": model.name}
+    def embed_chunk(names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        crops, status = _crops(model, root, names)
+        usable = [c for c in crops if c is not None]
+        plain, flipped = model.embed_crops_split(usable, with_flip=True)
+        dim = plain.shape[1] if usable else model.embedding_dim
+        full = np.zeros((len(names), dim), np.float32)
+        full_flip = np.zeros((len(names), dim), np.float32)
+        rows = [i for i, c in enumerate(crops) if c is not None]
+        if rows:
+            full[rows], full_flip[rows] = plain, flipped
+        return full, full_flip, status
+
+    meta = {"model": model_fingerprint(model), "src": str(Path(src).resolve())}
+    summary = embed_in_chunks(rels, lambda rel: file_stamp(_photo_path(root, rel)), embed_chunk, out, meta, chunk,
+                              progress)
+    return {"photos": len(rels), **summary, "model": model.name}
 
 
 def read_pairs_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
