@@ -54,6 +54,7 @@ from faceverify.config import (
     to_dict,
 )
 from faceverify.data.binsets import find_bins
+from faceverify.data.ijb import read_ijb
 from faceverify.data.lfw import read_pairs
 from faceverify.data.packed import PackedFaces
 from faceverify.data.recordio import is_recordio_folder
@@ -68,6 +69,7 @@ from faceverify.evaluation.benchmarks import (
     evaluate_benchmarks,
     summary,
 )
+from faceverify.evaluation.ijb_protocol import TestMode
 from faceverify.evaluation.lfw_eval import EvalConfig
 from faceverify.io import folder_overlap, read_json, write_json, write_text
 from faceverify.provenance import device_description
@@ -77,6 +79,8 @@ from faceverify.training.distributed import resolve_device
 from faceverify.training.checkpoint_eval import load_backbone
 from faceverify.training.stop import raise_if_stopped
 from faceverify.training.trainer import train
+from faceverify.use.ijb import evaluate_on_ijb
+from faceverify.use.model import load_model
 from faceverify.locks import lock_output
 
 # the recipes ship inside the package (package data), so a non-editable `pip install .` has them
@@ -96,6 +100,7 @@ class Recipe:
     data: str = ""
     template: str = "112x96"
     published: dict[str, float] = field(default_factory=dict)
+    published_ijb: dict[str, dict[str, float]] = field(default_factory=dict)  # ijbc -> {"1e-04": TAR, ...}
     eval: dict[str, Any] = field(default_factory=lambda: {"flip": "concat", "pca": 0})
 
 
@@ -110,7 +115,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise MissingInputError(f"no recipe {name_or_path!r}; known: {', '.join(known)} (or give a YAML path)")
     registry = read_yaml(CONFIGS / "recipes.yaml") if (CONFIGS / "recipes.yaml").is_file() else {}
     entry = registry.get(path.stem, {})
-    unknown = set(entry) - {"reference", "data", "template", "published", "eval"}
+    unknown = set(entry) - {"reference", "data", "template", "published", "published_ijb", "eval"}
     if unknown:
         raise ConfigError(f"recipes.yaml entry {path.stem}: unknown keys {sorted(unknown)}")
     recipe = Recipe(path.stem, path.resolve(), **entry)
@@ -249,7 +254,8 @@ def recipe_config(recipe: Recipe, overrides: list[str], cuda: bool) -> tuple[Tra
 
 def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Path | None = None,
                   bin_dir: Path | None = None, overrides: list[str] | None = None, names: Path | None = None,
-                  record: Path | None = None, progress: bool = True, restart: bool = False) -> dict:
+                  record: Path | None = None, progress: bool = True, restart: bool = False,
+                  ijb: Path | None = None) -> dict:
     """Prepare, train, evaluate and report one recipe into ``out`` (one reproduction per ``out``:
     a second one is refused while the first runs)."""
     out = Path(out).resolve()
@@ -257,12 +263,13 @@ def run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pat
         raise InvalidInputError(f"--out {out} lies in the training data {train_data}: the run would write among the data; "
                          "choose an --out outside it")
     with lock_output(out, "reproduce"):
-        return _run_reproduce(recipe_name, train_data, out, lfw, bin_dir, overrides, names, record, progress, restart)
+        return _run_reproduce(recipe_name, train_data, out, lfw, bin_dir, overrides, names, record, progress, restart,
+                              ijb)
 
 
 def _run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Path | None, bin_dir: Path | None,
                    overrides: list[str] | None, names: Path | None, record: Path | None, progress: bool,
-                   restart: bool) -> dict:
+                   restart: bool, ijb: Path | None) -> dict:
     started = time.perf_counter()
     work = out / "work"
     recipe = load_recipe(recipe_name)
@@ -270,6 +277,7 @@ def _run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pa
     device = str(resolve_device(config.device))
     input_size = parse_hw(config.model.input) if config.model.input else parse_hw(recipe.template)
     print(f"recipe {recipe.name}: {recipe.reference or recipe.config_path}")
+    release = read_ijb(ijb) if ijb is not None else None  # a damaged release fails before anything trains
     benchmarks, lfw_people = prepare_benchmarks(lfw, bin_dir, recipe.template, work, config.device, progress)
     data = prepare_training_data(Path(train_data), work, recipe.template, names, lfw_people, config.device, progress)
     print(f"training data: {data.kind}, {data.images} images of {data.identities} identities ({data.source})")
@@ -294,6 +302,13 @@ def _run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pa
     eval_config = merge(EvalConfig(), {**recipe.eval, "pca_clip": True})
     results = evaluate_benchmarks(model, benchmarks, eval_config, tuple(network_input), device, out / "eval",
                                   progress=progress, source={"checkpoint": str(checkpoint)})
+    ijb_results = {}
+    if release is not None:  # the papers' test mode, aligned from the release's landmarks
+        metrics = evaluate_on_ijb(release.root, out / "eval" / release.prefix, TestMode(),
+                                  model=load_model(checkpoint, device=device), progress=progress)
+        ijb_results[release.prefix] = {key: metrics[key] for key in ("tar_at_far", "tar_at_far_insightface",
+                                                                     "n_templates", "n_pairs", "test_mode")}
+        ijb_results[release.prefix]["published"] = recipe.published_ijb.get(release.prefix, {})
     differences = changed_keys(to_dict(published), to_dict(config), ignore=COMPLETE_NEUTRAL)
     complete = result.step >= published.optim.max_iters and not differences
     hours, basis = h200_estimate_hours(published)
@@ -307,7 +322,7 @@ def _run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pa
                  "identities": data.identities, "fingerprint": data.fingerprint,
                  "lfw_identities_excluded": data.lfw_identities_excluded, "notes": data.notes},
         "benchmarks": {name: summary(metrics) for name, metrics in results.items()},
-        "published": recipe.published, "eval": to_dict(eval_config),
+        "ijb": ijb_results, "published": recipe.published, "eval": to_dict(eval_config),
         "train_seconds": result.total_seconds, "total_seconds_this_run": time.perf_counter() - started,
         "h200_estimate_hours": hours, "h200_estimate_basis": basis,
         "overrides": list(overrides or []), "device": device_description(device), **provenance(device_description(device)),
@@ -330,6 +345,14 @@ def render_report(report: dict, results: dict[str, dict]) -> str:
              f"{report['data']['kind']} ({report['data']['images']} images of {report['data']['identities']} "
              f"identities); commit {report['commit']}, {report['device']}.", "",
              benchmark_table(results, report["published"]), ""]
+    for prefix, ijb in report.get("ijb", {}).items():
+        lines += [f"{prefix.upper()} 1:1, papers' test mode ({ijb['n_templates']} templates, {ijb['n_pairs']} pairs):", "",
+                  "| FAR | TAR strict | TAR insightface rule | published |", "|---|---|---|---|"]
+        for key, tar in ijb["tar_at_far"].items():
+            paper = ijb["published"].get(key)
+            lines.append(f"| {key} | {100 * tar:.2f}% | {100 * ijb['tar_at_far_insightface'][key]:.2f}% | "
+                         f"{'' if paper is None else f'{100 * paper:.2f}%'} |")
+        lines.append("")
     lines += [f"- {note}" for note in report["data"]["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -349,6 +372,9 @@ def record_row(report: dict, results_dir: Path) -> Path:
         row[f"{name}_accuracy"] = values["accuracy"]
         row[f"{name}_accuracy_std"] = values["accuracy_std"]
         row[f"{name}_auc"] = values["auc"]
+    for prefix, ijb in report.get("ijb", {}).items():
+        for key in ("1e-04", "1e-05"):
+            row[f"{prefix}_tar_at_far_{key}"] = ijb["tar_at_far"][key]
     for name, value in report["published"].items():
         row[f"published_{name}"] = value
     row.update(commit=report["commit"], device=report["device"], time_utc=report["time_utc"])

@@ -158,3 +158,38 @@ def att_as_lfw(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     pairs = root / "pairs.txt"
     pairs.write_text("\n".join(lines) + "\n")
     return tree, pairs
+
+
+@pytest.fixture(scope="session")
+def ijb_release(mini_lfw, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small IJB-C-format release from real LFW photos: 12 people, 36 templates of 1-3 photos (two
+    of a 3-photo template share a media), MTCNN landmarks and scores, every template pair, 1:N
+    galleries G1/G2 (one template per subject) and the other templates as mixed probes."""
+    root = tmp_path_factory.mktemp("ijb") / "IJBC"
+    (root / "loose_crop").mkdir(parents=True)
+    from data_prep.detect import FaceDetector, choose_face
+    from faceverify.data.images import read_rgb
+    from tests.evaluation.ijb_folder import IJBSpec, write_ijb
+
+    photos = [(s, p) for s, name in enumerate(mini_lfw.train_people) for p in sorted((mini_lfw.train_tree / name).iterdir())]
+    detector = FaceDetector("cpu")
+    images, landmarks, template_of = [], {}, {}
+    found = detector.detect([read_rgb(p) for _, p in photos])
+    for index, ((subject, path), detections) in enumerate(zip(photos, found)):
+        name = f"{index + 1}.jpg"
+        shutil.copy(path, root / "loose_crop" / name)
+        chosen = choose_face(detections, (250, 250), "center")
+        landmarks[name] = (detections.landmarks[chosen], float(detections.scores[chosen]))
+        k = index % 6  # a subject's photos 0 | 1 2 | 3 4 5 -> templates of 1, 2 and 3 photos
+        slot = 0 if k == 0 else (1 if k < 3 else 2)
+        template = 100 * subject + slot + 1
+        media = 1000 * template + (0 if k in (3, 4) else k)  # photos 3 and 4: one media (frames of a video)
+        images.append((name, template, media))
+        template_of[template] = subject
+    ids = sorted(template_of)
+    pairs = [(a, b, int(template_of[a] == template_of[b])) for i, a in enumerate(ids) for b in ids[i + 1:]]
+    first = [t for t in ids if t % 100 == 1]
+    galleries = {"G1": [(t, template_of[t], "x.jpg") for t in first if template_of[t] < 6],
+                 "G2": [(t, template_of[t], "x.jpg") for t in first if template_of[t] >= 6]}
+    probes = [(t, template_of[t], "x.jpg") for t in ids if t % 100 != 1]
+    return write_ijb(root, IJBSpec(images, landmarks, pairs, galleries, probes))

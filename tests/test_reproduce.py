@@ -173,3 +173,20 @@ def test_bin_dir_junk_is_passed_over_and_a_bad_set_stops_before_training(stand_i
     assert main(["reproduce", "casia_C_center", "--train", str(stand_in["rec"]), "--bin-dir", str(empty),
                  "--out", str(tmp_path / "none")]) == 2
     assert "holds no .bin verification set" in capsys.readouterr().err
+
+
+def test_reproduce_scores_an_ijb_release_beside_the_published_tar(stand_in, ijb_release: Path, tmp_path: Path):
+    out = tmp_path / "ijb_run"
+    assert main(["reproduce", "ms1m_iresnet50_arcface", "--train", str(stand_in["rec"]), "--bin-dir",
+                 str(stand_in["only_agedb"]), "--ijb", str(ijb_release), "--out", str(out), *SHORT]) == 0
+    result = result_of(out)
+    ijbc = result["ijb"]["ijbc"]
+    assert ijbc["published"] == {"1e-04": 0.9597, "1e-05": 0.9407} and ijbc["n_templates"] == 36
+    assert set(ijbc["tar_at_far"]) == {"1e-06", "1e-05", "1e-04", "1e-03", "1e-02", "1e-01"}
+    assert ijbc["test_mode"]["is_paper_default"] is True
+    assert (out / "eval" / "ijbc" / "metrics.json").is_file()
+    assert "IJBC 1:1" in (out / "report.md").read_text() and "95.97%" in (out / "report.md").read_text()
+    row = record_row(result, tmp_path / "results")
+    from faceverify.results import read_rows
+
+    assert float(read_rows(row)[-1]["ijbc_tar_at_far_1e-04"]) == pytest.approx(ijbc["tar_at_far"]["1e-04"])

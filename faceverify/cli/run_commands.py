@@ -128,6 +128,8 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lfw", type=Path, help="LFW folder with pairs.txt and an image tree (only pair images are aligned)")
     p.add_argument("--bin-dir", type=Path,
                    help="folder of .bin verification sets (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)")
+    p.add_argument("--ijb", type=Path, metavar="DIR",
+                   help="also score an IJB-B/IJB-C folder (TAR at FAR, papers' test mode) into result.json")
     p.add_argument("--names", type=Path, help="CASIA-WebFace names.txt (default: TRAIN/names.txt if present)")
     p.add_argument("--record", type=Path, metavar="DIR",
                    help="append the result to DIR/reproduce.csv (results/reproduce in the checkout)")
@@ -147,5 +149,5 @@ def run_reproduce(args: argparse.Namespace) -> int:
             raise UsageError(f"give --lfw LFW_DIR and/or --bin-dir BIN_DIR (or set {DATA_ENV} to a folder with "
                              "lfw/)") from None
     run_reproduce(args.recipe, args.train, args.out, args.lfw, args.bin_dir, args.overrides, args.names,
-                  record=args.record, restart=args.restart)
+                  record=args.record, restart=args.restart, ijb=args.ijb)
     return 0

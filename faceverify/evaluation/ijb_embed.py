@@ -62,11 +62,8 @@ def _read_and_align(path: Path, landmarks: np.ndarray, align: CropFn) -> np.ndar
         return f"unreadable: {err.reason}"
 
 
-def embed_ijb(release: IJBRelease, align: CropFn, embed: CropsEmbedder, dim: int, out: Path, fingerprint: str,
-              chunk: int = 1024, workers: int | None = None, progress: bool = True) -> dict:
-    """Embed every image of ``release`` into ``out`` (an ``.npz``); returns the embed summary."""
-    if not release.image_dir.is_dir():
-        raise MissingInputError(f"{release.root}: no loose_crop/ folder with the face images")
+def _chunk_embedder(release: IJBRelease, align: CropFn, embed: CropsEmbedder, dim: int, workers: int | None):
+    """names of one chunk -> (embeddings [n, D], mirrors' [n, D], status [n]); zeros where not ok."""
     row = {name: i for i, name in enumerate(release.images.tolist())}
     workers = workers or min(8, os.cpu_count() or 1)
 
@@ -83,6 +80,30 @@ def embed_ijb(release: IJBRelease, align: CropFn, embed: CropsEmbedder, dim: int
             plain[usable], flipped[usable] = a, b
         return plain, flipped, status
 
+    return embed_chunk
+
+
+def _check_images(release: IJBRelease) -> None:
+    if not release.image_dir.is_dir():
+        raise MissingInputError(f"{release.root}: no loose_crop/ folder with the face images")
+
+
+def embed_ijb(release: IJBRelease, align: CropFn, embed: CropsEmbedder, dim: int, out: Path, fingerprint: str,
+              chunk: int = 1024, workers: int | None = None, progress: bool = True) -> dict:
+    """Embed every image of ``release`` into ``out`` (an ``.npz``, resumable); returns the embed summary."""
+    _check_images(release)
+    embed_chunk = _chunk_embedder(release, align, embed, dim, workers)
     meta = {"model": fingerprint, "src": str(release.root.resolve()), "benchmark": release.prefix}
     return embed_in_chunks(release.images.tolist(), lambda n: file_stamp(release.image_dir / n), embed_chunk, out,
                            meta, chunk, progress, unit="image")
+
+
+def embed_ijb_in_memory(release: IJBRelease, align: CropFn, embed: CropsEmbedder, dim: int, chunk: int = 1024,
+                        workers: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The same embeddings held in memory (the check during training): (embeddings, mirrors', status)."""
+    _check_images(release)
+    embed_chunk = _chunk_embedder(release, align, embed, dim, workers)
+    names = release.images.tolist()
+    parts = [embed_chunk(names[start : start + chunk]) for start in range(0, len(names), chunk)]
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            [s for p in parts for s in p[2]])

@@ -23,16 +23,26 @@ from faceverify.evaluation.ijb_protocol import (
     Roc,
     TestMode,
     auc,
-    image_features,
     pair_scores,
+    pooled_templates,
     roc,
     tar_at_far,
     tar_at_far_insightface,
-    template_features,
 )
 from faceverify.evaluation.lfw_eval import EmbeddingSet
 from faceverify.evaluation.report import plot_roc, write_json
 from faceverify.io import atomic_write
+
+
+def embedding_set(names: list[str], embeddings: np.ndarray, embeddings_flip: np.ndarray | None,
+                  status: list[str]) -> EmbeddingSet:
+    """Embeddings of image names held in memory, as ``EmbeddingSet.load`` reads them from a file
+    (rows whose status is not ``ok`` left out, with their status)."""
+    keep = np.array([s == "ok" for s in status], bool)
+    keys = [key_of_path(n) for n in names]
+    return EmbeddingSet([k for k, ok in zip(keys, keep) if ok], embeddings[keep],
+                        None if embeddings_flip is None else embeddings_flip[keep],
+                        {k: s for k, s, ok in zip(keys, status, keep) if not ok})
 
 
 def _usable_rows(release: IJBRelease, embeddings: EmbeddingSet) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
@@ -64,9 +74,8 @@ def template_set(release: IJBRelease, embeddings: EmbeddingSet, mode: TestMode
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """(template ids ``[T]``, unit template features ``[T, D]``, {image: why left out})."""
     ours, theirs, problems = _usable_rows(release, embeddings)
-    flip = None if embeddings.embeddings_flip is None else embeddings.embeddings_flip[theirs]
-    features = image_features(embeddings.embeddings[theirs], flip, release.detector_scores[ours], mode)
-    ids, pooled = template_features(features, release.templates[ours], release.medias[ours])
+    ids, pooled = pooled_templates(embeddings.embeddings, embeddings.embeddings_flip, theirs,
+                                   release.detector_scores[ours], release.templates[ours], release.medias[ours], mode)
     return ids, pooled, problems
 
 

@@ -10,8 +10,9 @@ Test mode (the default is the one papers report, insightface's ``eval_ijbc`` def
   still) the mean of its images, then the sum over the template's media, L2-normalised;
 * score of a template pair = ``<t_1, t_2>``, the cosine.
 
-Pooling is two sparse segment sums (images -> media -> templates), scoring a chunked row-wise dot
-product: no Python loop over images, templates or pairs (15.7M IJB-C pairs in seconds).
+Pooling is a sparse segment sum (each image weighted by 1 / its media's size), scoring blocks of
+template similarity matrices: no Python loop over images, templates or pairs (the 15.7M IJB-C
+pairs in seconds; ``experiments/bench_ijb.py``).
 
 TAR at FAR, from the scores of genuine (label 1) and impostor (label 0) pairs, a pair accepted
 when its score >= the threshold:
@@ -100,19 +101,75 @@ def template_features(features: np.ndarray, templates: np.ndarray, medias: np.nd
     return template_ids, pooled / np.where(norms > 0, norms, 1.0)
 
 
-def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+def pooled_templates(embeddings: np.ndarray, embeddings_flip: np.ndarray | None, rows: np.ndarray,
+                     detector_scores: np.ndarray, templates: np.ndarray, medias: np.ndarray, mode: TestMode,
+                     chunk: int = 1 << 15) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`template_features` of :func:`image_features` in one pass over ``chunk`` images at a
+    time, without a float64 copy of all features: each template feature is ``sum_i w_i x_i`` with
+    ``x_i`` = the embedding (+ its mirror's) in float64 and ``w_i`` = 1 / (images in its media)
+    x the detector score x 1 / ``||x_i||`` (as the mode says). ``rows [N]`` picks the images' rows
+    of ``embeddings``; ``detector_scores``, ``templates``, ``medias`` are per image ``[N]``."""
+    if mode.flip == "sum":
+        if embeddings_flip is None:
+            raise InvalidInputError("flip sum needs the embeddings of the mirrored crops (embeddings_flip); "
+                                    "give them or use flip none")
+        if embeddings_flip.shape != embeddings.shape:
+            raise InvalidInputError(f"embeddings_flip has shape {embeddings_flip.shape}, embeddings "
+                                    f"{embeddings.shape}; they must match")
+    groups, image_group = np.unique(np.stack([templates, medias], axis=1), axis=0, return_inverse=True)
+    image_group = image_group.reshape(-1)
+    template_ids, group_template = np.unique(groups[:, 0], return_inverse=True)
+    image_template = group_template.reshape(-1)[image_group]
+    weights = 1.0 / np.bincount(image_group, minlength=len(groups))[image_group]
+    if mode.detector_score:
+        weights = weights * np.asarray(detector_scores, np.float64)
+    pooled = np.zeros((len(template_ids), embeddings.shape[1]))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        x = embeddings[part].astype(np.float64)
+        if mode.flip == "sum":
+            x += embeddings_flip[part]
+        w = weights[start : start + chunk]
+        if mode.unit_norm:
+            norms = np.linalg.norm(x, axis=1)
+            w = w / np.where(norms > 0, norms, 1.0)
+        scatter = sparse.csr_matrix((w, (image_template[start : start + chunk], np.arange(len(part)))),
+                                    shape=(len(template_ids), len(part)))
+        pooled += scatter @ x
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return template_ids, pooled / np.where(norms > 0, norms, 1.0)
+
+
+def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray,
+                block_entries: int = 1 << 25) -> np.ndarray:
     """Cosine of each template pair ``[P, 2]`` (ids) -> ``[P]`` float64; ``features`` are the unit
-    template features ``[T, D]`` of the sorted ``template_ids``."""
+    template features ``[T, D]`` of the sorted ``template_ids``.
+
+    The protocol's pairs join few templates on one side (IJB-C: 3.5K gallery templates against
+    19.6K probes), so the scores are read from blocks of the similarity matrix between the two
+    sides' templates (one matrix product per block of ``block_entries`` scores) rather than from
+    one gathered dot product per pair."""
     index = np.searchsorted(template_ids, pairs)
-    inside = index < len(template_ids)
-    if not inside.all() or not (template_ids[np.where(inside, index, 0)] == pairs).all():
-        row = int(np.argwhere(~inside | (template_ids[np.minimum(index, len(template_ids) - 1)] != pairs))[0][0])
+    clipped = np.minimum(index, len(template_ids) - 1)
+    bad = (index >= len(template_ids)) | (template_ids[clipped] != pairs)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
         raise InvalidInputError(f"template pair {row}: template(s) {pairs[row].tolist()} have no feature")
+    first, second = index[:, 0], index[:, 1]
+    rows_a, inverse_a = np.unique(first, return_inverse=True)
+    rows_b, inverse_b = np.unique(second, return_inverse=True)
+    if len(rows_a) > len(rows_b):  # block the smaller side (the cosine is symmetric)
+        rows_a, inverse_a, rows_b, inverse_b = rows_b, inverse_b, rows_a, inverse_a
+    inverse_a, inverse_b = inverse_a.reshape(-1), inverse_b.reshape(-1)
+    side_b = features[rows_b]
+    block = max(1, block_entries // max(len(rows_b), 1))
+    order = np.argsort(inverse_a, kind="stable")
+    bounds = np.searchsorted(inverse_a[order], np.arange(0, len(rows_a) + block, block))
     scores = np.empty(len(pairs), np.float64)
-    for start in range(0, len(pairs), chunk):
-        a = features[index[start : start + chunk, 0]]
-        b = features[index[start : start + chunk, 1]]
-        scores[start : start + chunk] = np.einsum("ij,ij->i", a, b)
+    for k, start in enumerate(range(0, len(rows_a), block)):
+        members = order[bounds[k] : bounds[k + 1]]
+        similarity = features[rows_a[start : start + block]] @ side_b.T
+        scores[members] = similarity[inverse_a[members] - start, inverse_b[members]]
     return scores
 
 

@@ -114,15 +114,19 @@ class OptimConfig:
 @dataclass
 class EvalDuringTraining:
     """Benchmarks checked every ``every`` iterations: an aligned LFW tree with its pairs file
-    (named ``lfw``) and/or insightface ``.bin`` sets (named by file stem). Each is logged as
-    ``eval/<name>/accuracy``; ``best.pt`` follows ``best`` (a set's name, or ``mean`` of all)."""
+    (named ``lfw``), insightface ``.bin`` sets (named by file stem) and/or an IJB-B/IJB-C folder
+    (named ``ijbb``/``ijbc``, scored in the papers' test mode). The LFW tree and the sets are logged
+    as ``eval/<name>/accuracy``, IJB as ``eval/<name>/tar_at_far_1e-4`` (and ``_1e-5``); ``best.pt``
+    follows ``best``: a benchmark's headline number (accuracy, or IJB's TAR at FAR 1e-4), or the
+    ``mean`` of all headlines."""
 
     every: int = 0  # iterations between checks; 0 = off
     lfw: str = ""  # aligned LFW tree
     pairs: str = ""  # pairs file (e.g. View 1 pairsDevTest.txt, or pairs.txt with `folds`)
     folds: list[int] = field(default_factory=list)  # 1-based folds of a View 2 file; [] = all
     bins: list[str] = field(default_factory=list)  # .bin verification sets (lfw.bin, cfp_fp.bin, ...)
-    best: str = "mean"  # the set best.pt follows: "lfw", a .bin stem (e.g. cfp_fp), or "mean"
+    ijb: str = ""  # an IJB-B or IJB-C folder (meta/, loose_crop/); aligned from its landmarks
+    best: str = "mean"  # the set best.pt follows: "lfw", a .bin stem (e.g. cfp_fp), "ijbc"/"ijbb", or "mean"
     flip: Literal["none", "concat", "sum"] = "concat"
 
     def __post_init__(self) -> None:
@@ -132,8 +136,9 @@ class EvalDuringTraining:
             raise ConfigError(f"folds must be distinct fold numbers 1..10, got {self.folds}")
         if bool(self.lfw) != bool(self.pairs):
             raise ConfigError("eval.lfw and eval.pairs go together (an aligned LFW tree and its pairs file)")
-        if self.every and not self.lfw and not self.bins:
-            raise ConfigError("eval.every is set but no benchmark is: give eval.lfw + eval.pairs and/or eval.bins")
+        if self.every and not self.lfw and not self.bins and not self.ijb:
+            raise ConfigError("eval.every is set but no benchmark is: give eval.lfw + eval.pairs, eval.bins and/or "
+                              "eval.ijb")
 
 
 @dataclass

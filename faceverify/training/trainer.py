@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from faceverify.config import save_config, to_dict
+from faceverify.data.ijb import read_ijb
 from faceverify.data.packed import collate_batch
 from faceverify.data.recordio_dataset import decode_batch_skipping
 from faceverify.data.sources import holdout_subset, open_training_data
@@ -106,10 +107,14 @@ class Trainer:
             self.dataset = holdout_subset(self.dataset, config.data.holdout_fraction, config.data.holdout_seed)
         # the network's input: model.input, or the data's crop size; 112x112 data feeding a 112x96
         # network gets the template crop on the device (see transforms.check_fit)
+        self.ijb = None
         if config.eval.every:  # a misnamed set fails now, not at the first check
             benchmarks = benchmarks_from(config.eval.lfw or None, config.eval.pairs or None, config.eval.bins)
             check_benchmarks(benchmarks)  # a damaged set fails now, not at the first check hours in
             names = [b.name for b in benchmarks]
+            if config.eval.ijb:  # read and checked once, kept for every check
+                self.ijb = read_ijb(config.eval.ijb)
+                names.append(self.ijb.prefix)
             if config.eval.best != "mean" and config.eval.best not in names:
                 raise InvalidInputError(f"eval.best = {config.eval.best!r} is none of the evaluated sets {names} (or 'mean')")
         self.data_size = self.dataset.image_size

@@ -16,6 +16,7 @@ from faceverify.evaluation.ijb_protocol import (
     far_key,
     image_features,
     pair_scores,
+    pooled_templates,
     roc,
     tar_at_far,
     tar_at_far_insightface,
@@ -145,10 +146,19 @@ def test_pooling_and_scores_equal_the_loop_reference(mode):
     reference = reference_templates(features, templates, medias)
     assert ids.tolist() == sorted(reference)
     np.testing.assert_allclose(pooled, np.array([reference[t] for t in ids.tolist()]), atol=1e-9)
+    # the one-pass pooling (what the evaluation runs) on shuffled rows of the embeddings
+    perm = rng.permutation(len(embeddings))
+    rows = np.argsort(perm)
+    fused_ids, fused = pooled_templates(embeddings[perm], flips[perm], rows, det, templates, medias, mode, chunk=13)
+    assert fused_ids.tolist() == ids.tolist()
+    np.testing.assert_allclose(fused, pooled, atol=1e-9)
     pairs = rng.choice(ids, size=(200, 2))
     pairs[5] = pairs[4]  # a duplicate pair
     pairs[6] = [3, 3]  # a template against itself
-    np.testing.assert_allclose(pair_scores(ids, pooled, pairs, chunk=17), reference_scores(reference, pairs), atol=1e-9)
+    pairs[7:40, 0] = ids[2]  # one template on the smaller side of many pairs
+    for block in (1, 50, 1 << 25):  # one template per block, several, all at once
+        np.testing.assert_allclose(pair_scores(ids, pooled, pairs, block_entries=block),
+                                   reference_scores(reference, pairs), atol=1e-9)
 
 
 def test_a_pair_naming_a_template_without_features_is_refused():

@@ -12,40 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.detect import FaceDetector, choose_face
 from faceverify.cli import main
-from faceverify.data.images import read_rgb
 from faceverify.training.trainer import train
-from tests.evaluation.ijb_folder import IJBSpec, write_ijb
 from tests.training.conftest import small_config
 
 
 @pytest.fixture(scope="module")
-def release(mini_lfw, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ijb") / "IJBC"
-    (root / "loose_crop").mkdir(parents=True)
-    photos = [(s, p) for s, name in enumerate(mini_lfw.train_people) for p in sorted((mini_lfw.train_tree / name).iterdir())]
-    detector = FaceDetector("cpu")
-    images, landmarks, template_of = [], {}, {}
-    found = detector.detect([read_rgb(p) for _, p in photos])
-    for index, ((subject, path), detections) in enumerate(zip(photos, found)):
-        name = f"{index + 1}.jpg"
-        shutil.copy(path, root / "loose_crop" / name)
-        chosen = choose_face(detections, (250, 250), "center")
-        landmarks[name] = (detections.landmarks[chosen], float(detections.scores[chosen]))
-        k = index % 6  # a subject's photos 0 | 1 2 | 3 4 5 -> templates of 1, 2 and 3 photos
-        slot = 0 if k == 0 else (1 if k < 3 else 2)
-        template = 100 * subject + slot + 1
-        media = 1000 * template + (0 if k in (3, 4) else k)  # photos 3 and 4: one media (frames of a video)
-        images.append((name, template, media))
-        template_of[template] = subject
-    ids = sorted(template_of)
-    pairs = [(a, b, int(template_of[a] == template_of[b])) for i, a in enumerate(ids) for b in ids[i + 1:]]
-    first = [t for t in ids if t % 100 == 1]
-    galleries = {"G1": [(t, template_of[t], "x.jpg") for t in first if template_of[t] < 6],
-                 "G2": [(t, template_of[t], "x.jpg") for t in first if template_of[t] >= 6]}
-    probes = [(t, template_of[t], "x.jpg") for t in ids if t % 100 != 1]
-    return write_ijb(root, IJBSpec(images, landmarks, pairs, galleries, probes))
+def release(ijb_release: Path) -> Path:
+    return ijb_release
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +114,32 @@ def test_a_missing_image_is_left_out_and_named(release: Path, tmp_path: Path):
     assert metrics["images_left_out"]["3.jpg"] == "missing file"
     assert metrics["images_left_out"]["5.jpg"].startswith("unreadable")
     assert metrics["n_images_used"] == 70 and metrics["n_pairs"] == 630
+
+
+def test_training_checks_the_ijb_release_and_keeps_best_on_its_tar(release: Path, att_packed: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = train(small_config(att_packed, out, optim={"max_iters": 10, "milestones": [100], "lr": 0.03},
+                                eval={"every": 5, "ijb": str(release), "best": "ijbc"}))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    checks = [r for r in records if "eval/ijbc/tar_at_far_1e-4" in r]
+    assert [r["step"] for r in checks] == [5, 10]
+    assert all(0.0 <= r["eval/ijbc/tar_at_far_1e-4"] <= 1.0 and "eval/ijbc/tar_at_far_1e-5" in r for r in checks)
+    assert all(r["eval/accuracy"] == r["eval/ijbc/tar_at_far_1e-4"] for r in checks)
+    assert (out / "checkpoints" / "best.pt").is_file() 
+    assert result.best_accuracy == max(r["eval/ijbc/tar_at_far_1e-4"] for r in checks)
+    # the check scores what `eval --ijb --checkpoint` scores for the same weights
+    assert main(["eval", "--ijb", str(release), "--checkpoint", str(out / "checkpoints" / "last.pt"), "--device", "cpu",
+                 "--out", str(tmp_path / "e")]) == 0
+    assert _metrics(tmp_path / "e")["tar_at_far"]["1e-04"] == pytest.approx(checks[-1]["eval/ijbc/tar_at_far_1e-4"])
+
+
+def test_a_damaged_ijb_release_fails_training_before_it_starts(att_packed: Path, tmp_path: Path):
+    from faceverify.data.ijb import IJBFormatError
+
+    (tmp_path / "IJBC" / "meta").mkdir(parents=True)
+    (tmp_path / "IJBC" / "meta" / "ijbc_face_tid_mid.txt").write_text("1.jpg 1\n")
+    for name in ("ijbc_template_pair_label.txt", "ijbc_name_5pts_score.txt"):
+        (tmp_path / "IJBC" / "meta" / name).write_text("")
+    with pytest.raises(IJBFormatError, match="line 1"):
+        train(small_config(att_packed, tmp_path / "run", eval={"every": 5, "ijb": str(tmp_path / "IJBC")}))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
