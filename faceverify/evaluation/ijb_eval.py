@@ -99,7 +99,7 @@ def evaluate_ijb(release: IJBRelease, embeddings: EmbeddingSet, mode: TestMode =
         "images_left_out": problems, "unused_landmark_lines": release.unused_landmark_lines,
         "test_mode": mode.describe(),
         "tar_at_far": tar_at_far(curve, fars),
-        "tar_at_far_insightface": tar_at_far_insightface(scores, release.labels, fars),
+        "tar_at_far_insightface": tar_at_far_insightface(curve, fars),
         "tar_rules": {"tar_at_far": "strict: the largest TAR whose FAR <= the target, every distinct score a "
                                     "threshold",
                       "tar_at_far_insightface": "sklearn roc_curve (drop_intermediate), reversed, the point with "

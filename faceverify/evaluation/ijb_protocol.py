@@ -124,8 +124,9 @@ def pooled_templates(embeddings: np.ndarray, embeddings_flip: np.ndarray | None,
     if mode.detector_score:
         weights = weights * np.asarray(detector_scores, np.float64)
     pooled = np.zeros((len(template_ids), embeddings.shape[1]))
+    in_order = len(rows) == len(embeddings) and bool((rows == np.arange(len(rows))).all())
     for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
+        part = slice(start, start + chunk) if in_order else rows[start : start + chunk]  # a slice copies nothing
         x = embeddings[part].astype(np.float64)
         if mode.flip == "sum":
             x += embeddings_flip[part]
@@ -133,11 +134,32 @@ def pooled_templates(embeddings: np.ndarray, embeddings_flip: np.ndarray | None,
         if mode.unit_norm:
             norms = np.linalg.norm(x, axis=1)
             w = w / np.where(norms > 0, norms, 1.0)
-        scatter = sparse.csr_matrix((w, (image_template[start : start + chunk], np.arange(len(part)))),
-                                    shape=(len(template_ids), len(part)))
+        scatter = sparse.csr_matrix((w, (image_template[start : start + chunk], np.arange(len(x)))),
+                                    shape=(len(template_ids), len(x)))
         pooled += scatter @ x
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
     return template_ids, pooled / np.where(norms > 0, norms, 1.0)
+
+
+def _positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each of ``values`` in the sorted ``ids`` (``-1`` where absent): a lookup table
+    when the ids are small non-negative integers (IJB's are), else a binary search."""
+    if len(ids) and ids[0] >= 0 and ids[-1] <= 16 * len(ids) + (1 << 20):
+        table = np.full(int(ids[-1]) + 1, -1, np.int64)
+        table[ids] = np.arange(len(ids))
+        inside = (values >= 0) & (values <= ids[-1])
+        return np.where(inside, table[np.clip(values, 0, ids[-1])], -1)
+    index = np.searchsorted(ids, values)
+    clipped = np.minimum(index, len(ids) - 1)
+    return np.where((index < len(ids)) & (ids[clipped] == values), index, -1)
+
+
+def _compact(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values of ``index`` in ``[0, n)``, sorted; each entry's rank among them)."""
+    present = np.zeros(n, bool)
+    present[index] = True
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present), rank[index]
 
 
 def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray,
@@ -149,25 +171,20 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     19.6K probes), so the scores are read from blocks of the similarity matrix between the two
     sides' templates (one matrix product per block of ``block_entries`` scores) rather than from
     one gathered dot product per pair."""
-    index = np.searchsorted(template_ids, pairs)
-    clipped = np.minimum(index, len(template_ids) - 1)
-    bad = (index >= len(template_ids)) | (template_ids[clipped] != pairs)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
+    index = _positions(template_ids, pairs)
+    if (index < 0).any():
+        row = int(np.argwhere(index < 0)[0][0])
         raise InvalidInputError(f"template pair {row}: template(s) {pairs[row].tolist()} have no feature")
-    first, second = index[:, 0], index[:, 1]
-    rows_a, inverse_a = np.unique(first, return_inverse=True)
-    rows_b, inverse_b = np.unique(second, return_inverse=True)
+    rows_a, inverse_a = _compact(index[:, 0], len(template_ids))
+    rows_b, inverse_b = _compact(index[:, 1], len(template_ids))
+    del index
     if len(rows_a) > len(rows_b):  # block the smaller side (the cosine is symmetric)
         rows_a, inverse_a, rows_b, inverse_b = rows_b, inverse_b, rows_a, inverse_a
-    inverse_a, inverse_b = inverse_a.reshape(-1), inverse_b.reshape(-1)
     side_b = features[rows_b]
     block = max(1, block_entries // max(len(rows_b), 1))
-    order = np.argsort(inverse_a, kind="stable")
-    bounds = np.searchsorted(inverse_a[order], np.arange(0, len(rows_a) + block, block))
     scores = np.empty(len(pairs), np.float64)
-    for k, start in enumerate(range(0, len(rows_a), block)):
-        members = order[bounds[k] : bounds[k + 1]]
+    for start in range(0, len(rows_a), block):
+        members = np.flatnonzero((inverse_a >= start) & (inverse_a < start + block))
         similarity = features[rows_a[start : start + block]] @ side_b.T
         scores[members] = similarity[inverse_a[members] - start, inverse_b[members]]
     return scores
@@ -192,19 +209,22 @@ class Roc:
     thresholds: np.ndarray
     n_genuine: int
     n_impostor: int
+    true_accepts: np.ndarray  # [K+1] counts behind tar
+    false_accepts: np.ndarray  # [K+1] counts behind far
 
 
 def roc(scores: np.ndarray, labels: np.ndarray) -> Roc:
     """One descending sort of the scores; each tie group is one threshold."""
     n_pos, n_neg = _check_labels(labels)
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores)  # the order within a tie group does not change its end's counts
     ordered = scores[order]
-    genuine = (labels[order] == 1).astype(np.int64)
-    true_accepts = np.cumsum(genuine)
-    false_accepts = np.arange(1, len(ordered) + 1) - true_accepts
+    true_accepts = np.cumsum(labels[order] == 1, dtype=np.int64)
+    del order
     ends = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])  # last index of each tie group
-    return Roc(np.r_[0.0, false_accepts[ends] / n_neg], np.r_[0.0, true_accepts[ends] / n_pos],
-               np.r_[np.inf, ordered[ends]], n_pos, n_neg)
+    tp = np.r_[0, true_accepts[ends]]
+    del true_accepts
+    fp = np.r_[0, ends + 1 - tp[1:]]
+    return Roc(fp / n_neg, tp / n_pos, np.r_[np.inf, ordered[ends]], n_pos, n_neg, tp, fp)
 
 
 def tar_at_far(curve: Roc, fars: tuple[float, ...] = FAR_TARGETS) -> dict[str, float]:
@@ -216,13 +236,17 @@ def tar_at_far(curve: Roc, fars: tuple[float, ...] = FAR_TARGETS) -> dict[str, f
     return out
 
 
-def tar_at_far_insightface(scores: np.ndarray, labels: np.ndarray,
-                           fars: tuple[float, ...] = FAR_TARGETS) -> dict[str, float]:
-    """insightface's rule (see the module docstring), on scikit-learn's ``roc_curve``."""
-    from sklearn.metrics import roc_curve
-
-    _check_labels(labels)
-    fpr, tpr, _ = roc_curve(labels, scores)
+def tar_at_far_insightface(curve: Roc, fars: tuple[float, ...] = FAR_TARGETS) -> dict[str, float]:
+    """insightface's rule (see the module docstring). scikit-learn's ``roc_curve`` is rebuilt from
+    the full ROC's counts without a second sort: its points are the same tie-group ends, minus
+    those where both counts continue a straight line (``drop_intermediate``), with (0, 0) first
+    (``tests/evaluation/test_ijb_protocol.py`` checks it against ``roc_curve`` itself)."""
+    tp, fp = curve.true_accepts[1:], curve.false_accepts[1:]
+    keep = np.ones(len(tp), bool)
+    if len(tp) > 2:
+        keep[1:-1] = (np.diff(fp, 2) != 0) | (np.diff(tp, 2) != 0)
+    fpr = np.r_[0, fp[keep]] / fp[-1]
+    tpr = np.r_[0, tp[keep]] / tp[-1]
     fpr, tpr = fpr[::-1], tpr[::-1]
     return {far_key(far): float(tpr[int(np.argmin(np.abs(fpr - far)))]) for far in fars}
 

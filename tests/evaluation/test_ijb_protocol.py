@@ -165,6 +165,10 @@ def test_a_pair_naming_a_template_without_features_is_refused():
     ids = np.array([1, 5, 9])
     with pytest.raises(ValueError, match=r"template pair 1: template\(s\) \[5, 7\]"):
         pair_scores(ids, np.eye(3), np.array([[1, 5], [5, 7]]))
+    big = np.array([1, 10**12])  # ids too sparse for a lookup table: the binary search
+    with pytest.raises(ValueError, match=r"template pair 0"):
+        pair_scores(big, np.eye(2), np.array([[3, 1]]))
+    assert pair_scores(big, np.eye(2), np.array([[10**12, 10**12], [1, 10**12]])).tolist() == [1.0, 0.0]
 
 
 def _scores_with_ties(rng, n, levels):
@@ -181,13 +185,19 @@ def test_both_tar_rules_equal_their_loop_references(seed, levels):
     fars = FAR_TARGETS + (0.25, 1.0 / int((labels == 0).sum()))  # 1e-6.. is below 1 / n_impostors here
     curve = roc(scores, labels)
     strict = tar_at_far(curve, fars)
-    nearest = tar_at_far_insightface(scores, labels, fars)
+    nearest = tar_at_far_insightface(curve, fars)
     for far in fars:
         assert strict[far_key(far)] == pytest.approx(reference_strict(scores, labels, far), abs=1e-12)
         assert nearest[far_key(far)] == pytest.approx(reference_insightface(scores, labels, far), abs=1e-12)
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     assert auc(curve) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    # the rule as insightface's script runs it, on scikit-learn's roc_curve itself
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fpr, tpr = np.flipud(fpr), np.flipud(tpr)
+    for far in fars:
+        _, first_nearest = min(zip(np.abs(fpr - far), range(len(fpr))))
+        assert nearest[far_key(far)] == tpr[first_nearest]
 
 
 def test_far_below_one_impostor_accepts_only_what_beats_every_impostor():
@@ -203,7 +213,7 @@ def test_the_two_rules_differ_where_the_nearest_point_lies_above_the_target():
     labels = np.array([1, 0, 1, 0])
     # FAR is 0 then 0.5: at target 0.4 the nearest point is FAR 0.5 (TAR 1), the strict one FAR 0
     assert tar_at_far(roc(scores, labels), (0.4,))["4e-01"] == 0.5
-    assert tar_at_far_insightface(scores, labels, (0.4,))["4e-01"] == 1.0
+    assert tar_at_far_insightface(roc(scores, labels), (0.4,))["4e-01"] == 1.0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
