@@ -147,6 +147,8 @@ def _positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     if len(ids) and ids[0] >= 0 and ids[-1] <= 16 * len(ids) + (1 << 20):
         table = np.full(int(ids[-1]) + 1, -1, np.int64)
         table[ids] = np.arange(len(ids))
+        if values.size and values.min() >= 0 and values.max() <= ids[-1]:
+            return table[values]  # the usual case: one gather
         inside = (values >= 0) & (values <= ids[-1])
         return np.where(inside, table[np.clip(values, 0, ids[-1])], -1)
     index = np.searchsorted(ids, values)
