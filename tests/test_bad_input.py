@@ -50,7 +50,7 @@ def test_baseline_with_a_fold_that_does_not_exist(tmp_path: Path, lfw_dir: Path,
 
 def test_usage_errors_from_argparse_are_one_line_exit_2_too(capsys):
     assert main(["eval", "--out", "x"]) == 2  # neither --embeddings nor --checkpoint
-    one_line(capsys, "eval", "one of the arguments --embeddings --checkpoint is required")
+    one_line(capsys, "eval", "one of the arguments --embeddings --checkpoint --model is required")
     assert main(["align", "only_src"]) == 2
     one_line(capsys, "align", "the following arguments are required: dst")
     assert main(["nosuchcommand"]) == 2

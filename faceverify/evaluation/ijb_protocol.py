@@ -127,9 +127,10 @@ def pooled_templates(embeddings: np.ndarray, embeddings_flip: np.ndarray | None,
     in_order = len(rows) == len(embeddings) and bool((rows == np.arange(len(rows))).all())
     for start in range(0, len(rows), chunk):
         part = slice(start, start + chunk) if in_order else rows[start : start + chunk]  # a slice copies nothing
-        x = embeddings[part].astype(np.float64)
-        if mode.flip == "sum":
-            x += embeddings_flip[part]
+        if mode.flip == "sum":  # both cast to float64, then added: one pass
+            x = np.add(embeddings[part], embeddings_flip[part], dtype=np.float64)
+        else:
+            x = embeddings[part].astype(np.float64)
         w = weights[start : start + chunk]
         if mode.unit_norm:
             norms = np.linalg.norm(x, axis=1)
