@@ -120,19 +120,26 @@ def _int(path: Path, number: int, text: str, what: str) -> int:
         raise IJBFormatError(f"{path} line {number}: {what} {text!r} is not an integer") from None
 
 
-def read_template_media(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``<prefix>_face_tid_mid.txt`` -> (names [N], template ids [N], media ids [N])."""
-    names, templates, medias = [], [], []
+def _named_lines(path: Path, n_fields: int, expected: str):
+    """(line number, fields) of each line of a file of ``n_fields`` fields per line, the first an
+    image name; a line of another length (``expected`` says the form, ``{got}`` the count found) or
+    an image named twice is refused."""
     seen: dict[str, int] = {}
     for number, fields in _lines(path):
-        if len(fields) != 3:
-            raise IJBFormatError(f"{path} line {number}: expected '<image name> <template id> <media id>', "
-                                 f"got {len(fields)} field(s)")
+        if len(fields) != n_fields:
+            raise IJBFormatError(f"{path} line {number}: expected " + expected.format(got=len(fields)))
         name = fields[0]
         if name in seen:
             raise IJBFormatError(f"{path} line {number}: image {name} listed twice (first at line {seen[name]})")
         seen[name] = number
-        names.append(name)
+        yield number, fields
+
+
+def read_template_media(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``<prefix>_face_tid_mid.txt`` -> (names [N], template ids [N], media ids [N])."""
+    names, templates, medias = [], [], []
+    for number, fields in _named_lines(path, 3, "'<image name> <template id> <media id>', got {got} field(s)"):
+        names.append(fields[0])
         templates.append(_int(path, number, fields[1], "template id"))
         medias.append(_int(path, number, fields[2], "media id"))
     if not names:
@@ -143,14 +150,7 @@ def read_template_media(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def read_landmarks(path: Path) -> dict[str, tuple[np.ndarray, float]]:
     """``<prefix>_name_5pts_score.txt`` -> {image name: (landmarks [5, 2], detector score)}."""
     out: dict[str, tuple[np.ndarray, float]] = {}
-    lines: dict[str, int] = {}
-    for number, fields in _lines(path):
-        if len(fields) != 12:
-            raise IJBFormatError(f"{path} line {number}: expected '<image name> x1 y1 ... x5 y5 <detector score>' "
-                                 f"(12 fields), got {len(fields)}")
-        name = fields[0]
-        if name in lines:
-            raise IJBFormatError(f"{path} line {number}: image {name} listed twice (first at line {lines[name]})")
+    for number, fields in _named_lines(path, 12, "'<image name> x1 y1 ... x5 y5 <detector score>' (12 fields), got {got}"):
         try:
             values = [float(v) for v in fields[1:]]
         except ValueError:
@@ -158,8 +158,7 @@ def read_landmarks(path: Path) -> dict[str, tuple[np.ndarray, float]]:
             raise IJBFormatError(f"{path} line {number}: {bad!r} is not a number") from None
         if not all(math.isfinite(v) for v in values):
             raise IJBFormatError(f"{path} line {number}: landmarks and score must be finite numbers")
-        lines[name] = number
-        out[name] = (np.array(values[:10], np.float64).reshape(5, 2), values[10])
+        out[fields[0]] = (np.array(values[:10], np.float64).reshape(5, 2), values[10])
     return out
 
 
