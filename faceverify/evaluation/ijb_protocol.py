@@ -63,53 +63,17 @@ class TestMode:
                 "is_paper_default": self == TestMode()}
 
 
-def image_features(embeddings: np.ndarray, embeddings_flip: np.ndarray | None, detector_scores: np.ndarray,
-                   mode: TestMode) -> np.ndarray:
-    """Per-image features ``[N, D]`` float64 from embeddings ``[N, D]`` (and their mirrors') and
-    detector scores ``[N]``."""
-    features = np.asarray(embeddings, np.float64)
-    if mode.flip == "sum":
-        if embeddings_flip is None:
-            raise InvalidInputError("flip sum needs the embeddings of the mirrored crops (embeddings_flip); "
-                                    "give them or use flip none")
-        if embeddings_flip.shape != embeddings.shape:
-            raise InvalidInputError(f"embeddings_flip has shape {embeddings_flip.shape}, embeddings "
-                                    f"{embeddings.shape}; they must match")
-        features = features + np.asarray(embeddings_flip, np.float64)
-    if mode.unit_norm:
-        norms = np.linalg.norm(features, axis=1, keepdims=True)
-        features = features / np.where(norms > 0, norms, 1.0)
-    if mode.detector_score:
-        features = features * np.asarray(detector_scores, np.float64)[:, None]
-    return features
-
-
-def template_features(features: np.ndarray, templates: np.ndarray, medias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``[N, D]`` of templates ``[N]`` and medias ``[N]`` -> (sorted template ids ``[T]``,
-    L2-normalised template features ``[T, D]``): media mean, then sum over media. A media id is
-    local to its template (the same media in two templates is pooled in each)."""
-    n = len(features)
-    groups, image_group = np.unique(np.stack([templates, medias], axis=1), axis=0, return_inverse=True)
-    image_group = image_group.reshape(-1)
-    counts = np.bincount(image_group, minlength=len(groups))
-    to_media = sparse.csr_matrix((1.0 / counts[image_group], (image_group, np.arange(n))), shape=(len(groups), n))
-    template_ids, media_template = np.unique(groups[:, 0], return_inverse=True)
-    to_template = sparse.csr_matrix((np.ones(len(groups)), (media_template.reshape(-1), np.arange(len(groups)))),
-                                    shape=(len(template_ids), len(groups)))
-    pooled = np.asarray(to_template @ (to_media @ np.asarray(features, np.float64)))
-    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return template_ids, pooled / np.where(norms > 0, norms, 1.0)
-
-
 def pooled_templates(embeddings: np.ndarray, embeddings_flip: np.ndarray | None, rows: np.ndarray,
                      detector_scores: np.ndarray, templates: np.ndarray, medias: np.ndarray, mode: TestMode,
                      chunk: int = 1 << 15) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`template_features` of :func:`image_features` in one pass over ``chunk`` images at a
-    time, without a float64 copy of all features: each template feature is ``sum_i w_i x_i`` with
+    """Unit template features ``[T, D]`` of the sorted template ids ``[T]`` under ``mode``, in one
+    pass over ``chunk`` images at a time, without a float64 copy of all features (media mean then
+    sum over media, L2-normalised; a media id is local to its template). Each template feature is
+    ``sum_i w_i x_i`` with
     ``x_i`` = the embedding (+ its mirror's) in float64 and ``w_i`` = 1 / (images in its media)
     x the detector score x 1 / ``||x_i||`` (as the mode says). ``rows [N]`` picks the images' rows
     of ``embeddings``; ``detector_scores``, ``templates``, ``medias`` are per image ``[N]``."""
-    if mode.flip == "sum":
+    if mode.flip == "sum":  # the same rule as evaluation.embed.combine_flip, kept here torch-free
         if embeddings_flip is None:
             raise InvalidInputError("flip sum needs the embeddings of the mirrored crops (embeddings_flip); "
                                     "give them or use flip none")

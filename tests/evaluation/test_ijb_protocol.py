@@ -14,13 +14,11 @@ from faceverify.evaluation.ijb_protocol import (
     TestMode as Mode,
     auc,
     far_key,
-    image_features,
     pair_scores,
     pooled_templates,
     roc,
     tar_at_far,
     tar_at_far_insightface,
-    template_features,
 )
 
 # ----------------------------------------------------------------------------- references
@@ -134,19 +132,17 @@ def random_release(rng, n_images=120, n_templates=30, dim=8):
 def test_pooling_and_scores_equal_the_loop_reference(mode):
     rng = np.random.default_rng(7)
     embeddings, flips, det, templates, medias = random_release(rng)
-    features = image_features(embeddings, flips, det, mode)
     expected = []
     for e, f, s in zip(embeddings, flips, det):  # the test mode, image by image
         v = e + f if mode.flip == "sum" else e.copy()
         if mode.unit_norm:
             v = v / math.sqrt(sum(x * x for x in v))
         expected.append(v * s if mode.detector_score else v)
-    np.testing.assert_allclose(features, np.array(expected), atol=1e-12)
-    ids, pooled = template_features(features, templates, medias)
-    reference = reference_templates(features, templates, medias)
+    reference = reference_templates(np.array(expected), templates, medias)
+    ids, pooled = pooled_templates(embeddings, flips, np.arange(len(embeddings)), det, templates, medias, mode)
     assert ids.tolist() == sorted(reference)
     np.testing.assert_allclose(pooled, np.array([reference[t] for t in ids.tolist()]), atol=1e-9)
-    # the one-pass pooling (what the evaluation runs) on shuffled rows of the embeddings
+    # chunk by chunk, on shuffled rows of the embeddings
     perm = rng.permutation(len(embeddings))
     rows = np.argsort(perm)
     fused_ids, fused = pooled_templates(embeddings[perm], flips[perm], rows, det, templates, medias, mode, chunk=13)
@@ -246,3 +242,13 @@ def test_mean_over_galleries_averages_each_rate():
     mean = mean_over_galleries({"G1": a, "G2": {"rank_1": 0.9, "tpir_at_fpir": {"1e-02": 0.4}}})
     assert mean["rank_1"] == pytest.approx(0.7) and mean["tpir_at_fpir"]["1e-02"] == pytest.approx(0.3)
     assert mean_over_galleries({"G1": a, "G2": b})["tpir_at_fpir"]["1e-02"] is None
+
+
+def test_flip_sum_without_or_with_mismatched_mirrors_is_refused():
+    e, t, m, s = np.ones((3, 4)), np.array([1, 1, 2]), np.array([0, 0, 0]), np.ones(3)
+    with pytest.raises(ValueError, match="flip sum needs the embeddings of the mirrored crops"):
+        pooled_templates(e, None, np.arange(3), s, t, m, Mode())
+    with pytest.raises(ValueError, match=r"embeddings_flip has shape \(3, 5\), embeddings \(3, 4\)"):
+        pooled_templates(e, np.ones((3, 5)), np.arange(3), s, t, m, Mode())
+    ids, pooled = pooled_templates(e, None, np.arange(3), s, t, m, Mode("none"))  # no mirrors needed
+    assert ids.tolist() == [1, 2] and np.allclose(pooled, 0.5)
