@@ -34,17 +34,6 @@ from faceverify.evaluation.report import plot_roc, write_json
 from faceverify.io import atomic_write
 
 
-def embedding_set(names: list[str], embeddings: np.ndarray, embeddings_flip: np.ndarray | None,
-                  status: list[str]) -> EmbeddingSet:
-    """Embeddings of image names held in memory, as ``EmbeddingSet.load`` reads them from a file
-    (rows whose status is not ``ok`` left out, with their status)."""
-    keep = np.array([s == "ok" for s in status], bool)
-    keys = [key_of_path(n) for n in names]
-    return EmbeddingSet([k for k, ok in zip(keys, keep) if ok], embeddings[keep],
-                        None if embeddings_flip is None else embeddings_flip[keep],
-                        {k: s for k, s, ok in zip(keys, status, keep) if not ok})
-
-
 def _usable_rows(release: IJBRelease, embeddings: EmbeddingSet) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """(release rows with an embedding, their rows in ``embeddings``, {image: why not} of the rest)."""
     row = {key: i for i, key in enumerate(embeddings.keys)}

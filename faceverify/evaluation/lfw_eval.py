@@ -95,16 +95,21 @@ class EmbeddingSet:
         except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:  # zip damage, truncation
             raise InvalidInputError(f"cannot read embeddings file {path} (not a complete .npz): {err}") from None
         keys = _path_keys(raw_paths, path)
-        excluded: dict[str, str] = {}
-        if status is not None:  # `faceverify embed` marks photos it could not embed; leave them out
-            if status.shape != (len(keys),):
-                raise InvalidInputError(f"{path}: status has {status.size} entries for {len(keys)} paths")
-            keep = status == "ok"
-            excluded = {k: str(s) for k, s, ok in zip(keys, status, keep) if not ok}
-            keys = [k for k, ok in zip(keys, keep) if ok]
-            embeddings = embeddings[keep]
-            flip = None if flip is None else flip[keep]
-        return cls(keys, embeddings, flip, excluded)
+        if status is not None and status.shape != (len(keys),):
+            raise InvalidInputError(f"{path}: status has {status.size} entries for {len(keys)} paths")
+        return cls.from_rows(keys, embeddings, flip, status)
+
+    @classmethod
+    def from_rows(cls, keys: list[str], embeddings: np.ndarray, embeddings_flip: np.ndarray | None = None,
+                  status: np.ndarray | list[str] | None = None) -> "EmbeddingSet":
+        """Rows of features with, optionally, each row's status: the rows not ``ok`` (the photos
+        ``faceverify embed`` could not embed) are left out and kept in ``excluded`` with their status."""
+        if status is None:
+            return cls(keys, embeddings, embeddings_flip)
+        keep = np.asarray(status) == "ok"
+        excluded = {k: str(s) for k, s, ok in zip(keys, status, keep) if not ok}
+        return cls([k for k, ok in zip(keys, keep) if ok], embeddings[keep],
+                   None if embeddings_flip is None else embeddings_flip[keep], excluded)
 
     def save(self, path: str | Path, paths: list[str] | None = None) -> Path:
         """Write ``paths`` (default: the keys + ``.jpg``), ``embeddings`` and ``embeddings_flip``."""

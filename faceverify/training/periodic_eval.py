@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from faceverify.data.alignment import template_for_input
-from faceverify.data.lfw import read_pairs
+from faceverify.data.lfw import key_of_path, read_pairs
 from faceverify.errors import InvalidInputError
 from faceverify.evaluation.benchmarks import benchmarks_from, evaluate_benchmark
 from faceverify.evaluation.ijb_embed import embed_ijb_in_memory, network_embedder, template_aligner
-from faceverify.evaluation.ijb_eval import embedding_set, evaluate_ijb
+from faceverify.evaluation.ijb_eval import evaluate_ijb
 from faceverify.evaluation.ijb_protocol import TestMode
-from faceverify.evaluation.lfw_eval import EvalConfig, evaluate_embedder
+from faceverify.evaluation.lfw_eval import EmbeddingSet, EvalConfig, evaluate_embedder
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceverify.training.trainer import Trainer
@@ -31,7 +31,8 @@ def _ijb_tar_at_far(trainer: Trainer) -> dict[str, float]:
     embed = network_embedder(trainer.embed, trainer.info.device)
     dim = trainer.config.model.embedding_dim
     plain, flipped, status = embed_ijb_in_memory(release, align, embed, dim)
-    metrics, _ = evaluate_ijb(release, embedding_set(release.images.tolist(), plain, flipped, status), TestMode())
+    embeddings = EmbeddingSet.from_rows([key_of_path(n) for n in release.images.tolist()], plain, flipped, status)
+    metrics, _ = evaluate_ijb(release, embeddings, TestMode())
     return metrics["tar_at_far"]
 
 
