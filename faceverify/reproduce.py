@@ -304,7 +304,7 @@ def _run_reproduce(recipe_name: str | Path, train_data: Path, out: Path, lfw: Pa
                                   progress=progress, source={"checkpoint": str(checkpoint)})
     ijb_results = {}
     if release is not None:  # the papers' test mode, aligned from the release's landmarks
-        metrics = evaluate_on_ijb(release.root, out / "eval" / release.prefix, TestMode(),
+        metrics = evaluate_on_ijb(release, out / "eval" / release.prefix, TestMode(),
                                   model=load_model(checkpoint, device=device), progress=progress)
         ijb_results[release.prefix] = {key: metrics[key] for key in ("tar_at_far", "tar_at_far_insightface",
                                                                      "n_templates", "n_pairs", "test_mode")}

@@ -96,8 +96,8 @@ def evaluate_ijb(release: IJBRelease, embeddings: EmbeddingSet, mode: TestMode =
         "auc": auc(curve),
     }
     if release.probes is not None:
-        probes = _features_of(ids, pooled, release.probes.templates)
         _check_templates_usable(release, release.probes.templates, ids, problems, "the 1:N probes")
+        probes = _features_of(ids, pooled, release.probes.templates)
         per_gallery = {}
         for name, gallery in release.galleries.items():
             _check_templates_usable(release, gallery.templates, ids, problems, f"gallery {name}")

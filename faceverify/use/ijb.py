@@ -49,13 +49,15 @@ def embed_release(model: FaceModel, release: IJBRelease, out: Path, chunk: int =
                      progress=progress)
 
 
-def evaluate_on_ijb(ijb_dir: str | Path, out: str | Path, mode: TestMode = TestMode(), model: FaceModel | None = None,
-                    embeddings: str | Path | None = None, chunk: int = 1024, progress: bool = True) -> dict:
-    """Score ``model`` (or ``embeddings``) on the IJB release in ``ijb_dir``; writes ``out``'s
-    ``metrics.json``, ``report.md``, ``roc.png`` (and ``embeddings.npz`` with a model)."""
+def evaluate_on_ijb(ijb: str | Path | IJBRelease, out: str | Path, mode: TestMode = TestMode(),
+                    model: FaceModel | None = None, embeddings: str | Path | None = None, chunk: int = 1024,
+                    progress: bool = True) -> dict:
+    """Score ``model`` (or ``embeddings``) on an IJB release (its folder, or the release already
+    read); writes ``out``'s ``metrics.json``, ``report.md``, ``roc.png`` (and ``embeddings.npz``
+    with a model)."""
     if (model is None) == (embeddings is None):
         raise ValueError("give a model or an embeddings file")  # the command line enforces one
-    release = read_ijb(ijb_dir)
+    release = ijb if isinstance(ijb, IJBRelease) else read_ijb(ijb)
     out = Path(out)
     check_not_an_input(out, [release.root / "meta", release.image_dir] + ([Path(embeddings)] if embeddings else []),
                        "--out")
