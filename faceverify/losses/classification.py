@@ -22,6 +22,14 @@ and the other classes keep ``s cos t_j`` (``||x|| cos t_j`` for SphereFace). Sph
 over training iterations ``it`` (the released code: base 1000, gamma 0.12, power 1, min 5).
 Angular margins are in radians.
 
+Every head computes its logits through ``margin_logits(embeddings [B, D], weight [S, D], targets [B],
+bias [S] | None) -> (logits [B, S], (best score [B], best column [B]))``, where ``targets`` are
+columns of ``weight`` (``-1``: the row's class is not among these weights, so no margin in this
+row). The head's own forward passes all its weights and the labels; Partial FC
+(:mod:`faceverify.losses.partial_fc`) passes the rows of its shard it sampled, so both use the
+same margin arithmetic. The best score is the row's maximum without margin (the logit for
+softmax, ``cos t`` for the others) and its column: the prediction.
+
 pytorch-metric-learning's ``CosFaceLoss`` and ``ArcFaceLoss`` (ArcFace margin given in degrees,
 weights stored as ``[D, C]``) compute the same values.
 """
@@ -40,8 +48,38 @@ from faceverify.errors import InvalidInputError
 
 def _init_weight(num_classes: int, embedding_dim: int) -> nn.Parameter:
     weight = torch.empty(num_classes, embedding_dim)
-    nn.init.xavier_uniform_(weight)
+    if num_classes:  # a head built for its margin rule only (Partial FC holds the weights) has none
+        nn.init.xavier_uniform_(weight)
     return nn.Parameter(weight)
+
+
+Best = tuple[torch.Tensor, torch.Tensor]  # (score [B], column [B]) of each row's best class, without margin
+
+
+def _best(scores: torch.Tensor) -> Best:
+    """Each row's largest score without margin and its column ``[B, S] -> ([B], [B])`` (no host sync)."""
+    with torch.no_grad():
+        if scores.shape[1] == 0:  # a Partial FC shard that sampled no class this step
+            rows = scores.shape[0]
+            return (torch.full((rows,), -math.inf, dtype=scores.dtype, device=scores.device),
+                    torch.zeros(rows, dtype=torch.long, device=scores.device))
+        return scores.detach().max(dim=1)
+
+
+def _put_targets(logits: torch.Tensor, targets: torch.Tensor, target_logit: torch.Tensor,
+                 plain_logit: torch.Tensor) -> torch.Tensor:
+    """``logits [B, S]`` with ``target_logit [B, 1]`` written in place at each row's target column;
+    rows with ``targets < 0`` get ``plain_logit`` (their own logit at column 0) back. One ``[B, S]``
+    tensor, no copies, no host sync."""
+    has = (targets >= 0).unsqueeze(1)
+    return logits.scatter_(1, targets.clamp_min(0).unsqueeze(1), torch.where(has, target_logit, plain_logit))
+
+
+def _target_cosine(cos: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos t_y [B, 1]`` at each row's target column (column 0 where there is none), clamped to
+    [-1, 1] for the margin, and as it is (written back where a row has no target)."""
+    plain = cos.gather(1, targets.clamp_min(0).unsqueeze(1))
+    return plain.clamp(-1.0, 1.0), plain
 
 
 @dataclass
@@ -59,16 +97,14 @@ class SoftmaxLoss(nn.Module):
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.linear(embeddings)
 
+    def margin_logits(self, embeddings: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                      bias: torch.Tensor | None = None) -> tuple[torch.Tensor, Best]:
+        logits = F.linear(embeddings, weight.to(embeddings.dtype), None if bias is None else bias.to(embeddings.dtype))
+        return logits, _best(logits)
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
-        logits = self.logits(embeddings)
-        self.predictions = _argmax(logits)
+        logits, (_, self.predictions) = self.margin_logits(embeddings, self.linear.weight, labels, self.linear.bias)
         return F.cross_entropy(logits, labels)
-
-
-def _argmax(scores: torch.Tensor) -> torch.Tensor:
-    """Predicted class of each row ``[B, C] -> [B]`` (for the training accuracy; no host sync)."""
-    with torch.no_grad():
-        return scores.detach().argmax(dim=1)
 
 
 def _cosine(embeddings: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -87,6 +123,11 @@ class _AdditiveMarginHead(nn.Module):
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.s * _cosine(embeddings, self.weight)
 
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+        # predictions: before the margin, the class a test would predict
+        logits, (_, self.predictions) = self.margin_logits(embeddings, self.weight, labels)
+        return F.cross_entropy(logits, labels)
+
 
 @dataclass
 class CosFaceOptions:
@@ -100,12 +141,12 @@ class CosFaceLoss(_AdditiveMarginHead):
     def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.35):
         super().__init__(embedding_dim, num_classes, s, m)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
-        logits = self.logits(embeddings)
-        self.predictions = _argmax(logits)  # before the margin: the class a test would predict
-        # subtract s*m at the target class in place: one [B, C] tensor instead of three
-        logits[torch.arange(labels.numel(), device=labels.device), labels] -= self.s * self.m
-        return F.cross_entropy(logits, labels)
+    def margin_logits(self, embeddings: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                      bias: torch.Tensor | None = None) -> tuple[torch.Tensor, Best]:
+        cos = _cosine(embeddings, weight)
+        best = _best(cos)
+        cos_y, plain = _target_cosine(cos, targets)
+        return _put_targets(cos * self.s, targets, (cos_y - self.m) * self.s, plain * self.s), best
 
 
 @dataclass
@@ -136,22 +177,21 @@ class ArcFaceLoss(_AdditiveMarginHead):
         ramp = (self.iteration.double() / self.margin_warmup_iters).clamp_max(1.0)
         return (self.m * ramp).float()
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+    def margin_logits(self, embeddings: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                      bias: torch.Tensor | None = None) -> tuple[torch.Tensor, Best]:
         m = self.current_margin().to(embeddings.dtype)
         if self.training:
             self.iteration += 1
-        cos = _cosine(embeddings, self.weight)
-        self.predictions = _argmax(cos)
-        cos_y = cos.gather(1, labels.unsqueeze(1)).clamp(-1.0, 1.0)
+        cos = _cosine(embeddings, weight)
+        best = _best(cos)
+        cos_y, plain = _target_cosine(cos, targets)
         # cos(t + m) = cos t cos m - sin t sin m, with sin t >= 0 on [0, pi]; the clamp keeps the
         # square root's gradient finite at |cos t| = 1 (acos would give an infinite one)
         sin_y = (1.0 - cos_y * cos_y).clamp_min(1e-12).sqrt()
         with_margin = cos_y * torch.cos(m) - sin_y * torch.sin(m)
         # t + m <= pi  <=>  cos t >= cos(pi - m)
         target = torch.where(cos_y >= torch.cos(math.pi - m), with_margin, cos_y - m * torch.sin(m))
-        logits = cos * self.s
-        logits.scatter_(1, labels.unsqueeze(1), target * self.s)  # in place: one [B, C] tensor
-        return F.cross_entropy(logits, labels)
+        return _put_targets(cos * self.s, targets, target * self.s, plain * self.s), best  # in place: one [B, S] tensor
 
 
 @dataclass
@@ -193,13 +233,14 @@ class SphereFaceLoss(nn.Module):
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return embeddings.norm(dim=1, keepdim=True) * _cosine(embeddings, self.weight)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+    def margin_logits(self, embeddings: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                      bias: torch.Tensor | None = None) -> tuple[torch.Tensor, Best]:
         lam = self.current_lambda()
         if self.training:
             self.iteration += 1
-        cos = _cosine(embeddings, self.weight)
-        self.predictions = _argmax(cos)  # argmax of |x| cos t is argmax of cos t
-        cos_y = cos.gather(1, labels.unsqueeze(1)).clamp(-1.0, 1.0)
+        cos = _cosine(embeddings, weight)
+        best = _best(cos)  # argmax of |x| cos t is argmax of cos t
+        cos_y, plain = _target_cosine(cos, targets)
         with torch.no_grad():
             k = torch.floor(self.m * torch.acos(cos_y) / math.pi).clamp(0, self.m - 1)
         sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
@@ -207,4 +248,8 @@ class SphereFaceLoss(nn.Module):
         lam = lam.to(cos_y.dtype)
         blended = (lam * cos_y + psi) / (1.0 + lam)
         norms = embeddings.norm(dim=1, keepdim=True)
-        return F.cross_entropy(norms * cos.scatter(1, labels.unsqueeze(1), blended), labels)
+        return _put_targets(norms * cos, targets, norms * blended, norms * plain), best
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+        logits, (_, self.predictions) = self.margin_logits(embeddings, self.weight, labels)
+        return F.cross_entropy(logits, labels)

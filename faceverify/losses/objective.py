@@ -31,6 +31,15 @@ from faceverify.losses.classification import (
     SphereFaceOptions,
 )
 from faceverify.losses.miners import build_miner
+from faceverify.losses.partial_fc import (
+    PartialFC,
+    PartialFCOptions,
+    RowSGD,
+    ShardedCenterLoss,
+    class_shard,
+    gather_batch,
+    rule_without_classes,
+)
 from faceverify.losses.pair import (
     ContrastiveLoss,
     ContrastiveOptions,
@@ -62,6 +71,7 @@ class LossConfig:
     cosface: CosFaceOptions = field(default_factory=CosFaceOptions)
     arcface: ArcFaceOptions = field(default_factory=ArcFaceOptions)
     sphereface: SphereFaceOptions = field(default_factory=SphereFaceOptions)
+    partial_fc: PartialFCOptions = field(default_factory=PartialFCOptions)
 
     def __post_init__(self) -> None:
         # a negative weight would train against its loss (softmax - center), never what is meant
@@ -121,9 +131,16 @@ class ObjectiveOutput:
 
 
 class Objective(nn.Module):
-    """``objective(embeddings [B, D], labels [B]) -> ObjectiveOutput``."""
+    """``objective(embeddings [B, D], labels [B]) -> ObjectiveOutput``.
 
-    def __init__(self, config: LossConfig, embedding_dim: int, num_classes: int, seed: int = 0):
+    With ``loss.partial_fc.sample_rate > 0`` the classification terms and the center loss are
+    :class:`~faceverify.losses.partial_fc.PartialFC` / ``ShardedCenterLoss`` over this process's
+    shard of the classes (``rank`` of ``world_size``): they see the batch gathered from every rank,
+    and their rows move in :meth:`after_step`. Proxies and per-class margins stay replicated.
+    """
+
+    def __init__(self, config: LossConfig, embedding_dim: int, num_classes: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
         super().__init__()
         unknown = sorted(set(config.terms) - set(LOSSES))
         if unknown:
@@ -135,9 +152,31 @@ class Objective(nn.Module):
         self.weights = active
         # random miners (distance-weighted sampling) draw from this generator; checkpoints save it
         self.generator = generator = torch.Generator().manual_seed(seed)
-        self.losses = nn.ModuleDict(
-            {name: LOSSES[name](embedding_dim, num_classes, config, generator) for name in active}
-        )
+        self.world_size = world_size
+        self.sharded: tuple[str, ...] = ()
+        if config.partial_fc.enabled:
+            shard = class_shard(num_classes, world_size, rank)
+            self.sharded = tuple(n for n in active if n in CLASSIFIERS or n == "center")
+            if not self.sharded:
+                raise ConfigError(f"loss.partial_fc.sample_rate = {config.partial_fc.sample_rate} but no term it "
+                                  f"shards is on ({', '.join(CLASSIFIERS)}, center); set it to 0")
+            if "center" in self.sharded and config.center.update != "paper":
+                raise ConfigError("loss.partial_fc shards the centers with the paper's update only; "
+                                  "set loss.center.update=paper")
+        modules: dict[str, nn.Module] = {}
+        for index, name in enumerate(active):
+            if name not in self.sharded:
+                modules[name] = LOSSES[name](embedding_dim, num_classes, config, generator)
+            elif name == "center":
+                modules[name] = ShardedCenterLoss(shard, embedding_dim, config.center.alpha)
+            else:
+                rule = rule_without_classes(lambda d, c, n=name: LOSSES[n](d, c, config, generator), embedding_dim)
+                modules[name] = PartialFC(rule, shard, embedding_dim, config.partial_fc.sample_rate, seed,
+                                          bias=name == "softmax" and config.softmax.bias, stream=2 * index)
+        self.losses = nn.ModuleDict(modules)
+        # DDP averages the backbone's gradients over the ranks; the sharded terms are means over the
+        # global batch on every rank, so their gradient into this rank's embeddings is scaled back up
+        self.gather_grad_scale = float(world_size)
         # any pair loss may take a miner (its options' `miner`); the miner's tuples replace the
         # loss's own choice of pairs or triplets
         self.miners: dict[str, object] = {}
@@ -154,10 +193,16 @@ class Objective(nn.Module):
             embeddings = embeddings.float()
         total: torch.Tensor | None = None
         values: dict[str, torch.Tensor] = {}
+        gathered = None
+        if self.sharded:  # once for every sharded term
+            gathered = gather_batch(embeddings, labels, self.world_size, self.gather_grad_scale)
         for name, loss in self.losses.items():
-            miner = self.miners.get(name)
-            indices = miner(embeddings.detach(), labels) if miner is not None else None
-            value = loss(embeddings, labels, indices)
+            if name in self.sharded:
+                value = loss(*gathered)
+            else:
+                miner = self.miners.get(name)
+                indices = miner(embeddings.detach(), labels) if miner is not None else None
+                value = loss(embeddings, labels, indices)
             weighted = self.weights[name] * value
             total = weighted if total is None else total + weighted
             values[name] = value.detach()
@@ -168,17 +213,41 @@ class Objective(nn.Module):
             predictions = self.losses[self.classifier_name].predictions
         return ObjectiveOutput(total, values, predictions)
 
-    def after_step(self) -> None:
-        """Apply the paper-style center update (Wen et al. Eq. 4) after the optimiser step."""
-        for loss in self.losses.values():
-            if isinstance(loss, CenterLoss):
+    def after_step(self, lr: float = 0.0, sgd: RowSGD | None = None, grad_multiplier: float = 1.0) -> None:
+        """After the optimiser step: the paper-style center update (Wen et al. Eq. 4), and the Partial FC
+        rows sampled this step moved by SGD at learning rate ``lr`` with ``sgd``'s settings
+        (``grad_multiplier`` undoes an fp16 loss scale)."""
+        for name, loss in self.losses.items():
+            if isinstance(loss, (CenterLoss, ShardedCenterLoss)):
                 loss.update_centers()
+            elif isinstance(loss, PartialFC):
+                if sgd is None:
+                    raise ValueError(f"the Partial FC term {name} needs after_step(lr, sgd)")
+                loss.apply_update(lr, sgd, grad_multiplier)
 
     def discard_pending(self) -> None:
         """Forget the last batch (a skipped step, e.g. a non-finite loss or an AMP overflow)."""
         for loss in self.losses.values():
             if isinstance(loss, CenterLoss):
                 loss._pending = None
+            elif isinstance(loss, (PartialFC, ShardedCenterLoss)):
+                loss.discard_pending()
+
+    def sharded_keys(self) -> list[str]:
+        """``state_dict`` keys of the tensors whose rows are this rank's classes (saved per shard)."""
+        keys = []
+        for name in self.sharded:
+            module = self.losses[name]
+            keys += [f"losses.{name}.{b}" for b in module.SHARDED if getattr(module, b, None) is not None]
+        return keys
+
+    def ddp_ignored(self) -> list[str]:
+        """Parameter and buffer names (relative to this module) DDP must leave alone: the shards differ
+        per rank and move in :meth:`after_step`."""
+        names = self.sharded_keys()
+        for name in self.sharded:
+            names += [f"losses.{name}.{n}" for n, _ in self.losses[name].named_parameters()]
+        return names
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Optimiser groups: class weights decay; centers (own lr), proxies and margin boundaries do not

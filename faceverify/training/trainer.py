@@ -68,6 +68,8 @@ from faceverify.training.output import lock_run_output
 from faceverify.training.state import TrainResult, TrainState
 from faceverify.training import skipped
 from faceverify.training.periodic_eval import evaluate_during_training
+from faceverify.training import sharded_checkpoint
+from faceverify.losses.partial_fc import RowSGD
 
 
 
@@ -125,7 +127,8 @@ class Trainer:
         if config.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.objective = Objective(config.loss, config.model.embedding_dim, self.dataset.num_classes,
-                                   seed=config.seed).to(device)
+                                   seed=config.seed, rank=self.info.rank, world_size=self.info.world_size).to(device)
+        self.row_sgd = RowSGD(config.optim.momentum, config.optim.weight_decay, config.optim.nesterov)
         amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
         if config.amp == "fp16" and device.type == "cpu" and self.info.is_main:
             print("faceverify train: warning: amp=fp16 on the CPU runs float16 arithmetic the CPU emulates, many "
@@ -135,6 +138,9 @@ class Trainer:
         if config.compile:
             self.step_module.backbone = torch.compile(self.backbone)
         if self.info.distributed:
+            # the Partial FC shards differ per rank and move outside the optimiser: not DDP's to sync
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.step_module, [f"objective.{name}" for name in self.objective.ddp_ignored()])
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer, self.scheduler = build_optimizer(self.backbone, self.objective, config)
@@ -167,7 +173,7 @@ class Trainer:
         state = load_checkpoint(last, map_location=self.info.device)
         check_resumable(state, self.config, self.dataset, last)
         self.backbone.load_state_dict(state["model"])
-        self.objective.load_state_dict(state["objective"])
+        sharded_checkpoint.load_objective(self.objective, state, last)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -220,9 +226,21 @@ class Trainer:
             # under DDP a collective: every rank saves last.pt at the same steps, but best.pt only the
             # rank whose check improved (the main one), so best.pt carries the list of the last last.pt
             self._skipped_for_save = self.all_skipped_records()
+        if self.objective.sharded and name == "last.pt":  # every rank writes its class shard (a collective)
+            state = self.checkpoint_state() if self.info.is_main else {"objective": self.objective.state_dict()}
+            state["class_shards"] = sharded_checkpoint.save_shards(self.objective, state, self.checkpoint_dir,
+                                                                   self.state.step, self.info)
+            if not self.info.is_main:
+                return None
+            path = save_checkpoint(state, self.checkpoint_dir / name)
+            sharded_checkpoint.remove_older_shards(self.checkpoint_dir, state["class_shards"])
+            return path
         if not self.info.is_main:
             return None
-        return save_checkpoint(self.checkpoint_state(), self.checkpoint_dir / name)
+        state = self.checkpoint_state()
+        if self.objective.sharded:  # best.pt: for evaluation and export, which never need the head
+            sharded_checkpoint.strip_shards(self.objective, state)
+        return save_checkpoint(state, self.checkpoint_dir / name)
 
     # ------------------------------------------------------------------ the loop
     def _request_stop(self, signum: int, frame: object) -> None:
@@ -250,15 +268,18 @@ class Trainer:
         if self.config.optim.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.step_module.parameters(), self.config.optim.clip_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]  # this step's base rate (the Partial FC rows use it)
+        grad_multiplier = 1.0
         if self.scaler.is_enabled():
             scale_before = self.scaler.get_scale()
+            grad_multiplier = 1.0 / scale_before
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.scaler.get_scale() < scale_before:
                 self.objective.discard_pending()  # fp16 overflow: the optimiser skipped this step
         else:
             self.optimizer.step()
-        self.objective.after_step()
+        self.objective.after_step(lr, self.row_sgd, grad_multiplier)
         self.scheduler.step()
         self.loss_window.append(self.state.step + 1, output.stacked())
         if output.predictions is not None:
