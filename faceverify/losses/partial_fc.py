@@ -52,7 +52,7 @@ from torch import nn
 
 from faceverify.config import ConfigError, check_range
 
-BLOCK_ROWS = 65_536  # rows initialised from one random stream: the initial weights do not depend on the sharding
+BLOCK_ROWS = 8192  # rows initialised from one random stream: the initial weights do not depend on the sharding
 _MASK64 = (1 << 64) - 1
 
 
@@ -144,7 +144,7 @@ def block_uniform_rows(seed: int, stream: int, start: int, stop: int, columns: i
     parts = []
     for block in range(start // BLOCK_ROWS, (max(stop, start + 1) - 1) // BLOCK_ROWS + 1):
         generator = torch.Generator().manual_seed(_splitmix64((seed * 1_000_003 + stream) * 1_000_003 + block) >> 1)
-        values = torch.rand(BLOCK_ROWS, columns, generator=generator) * (2 * bound) - bound
+        values = torch.empty(BLOCK_ROWS, columns).uniform_(-bound, bound, generator=generator)
         lo, hi = max(start, block * BLOCK_ROWS), min(stop, (block + 1) * BLOCK_ROWS)
         parts.append(values[lo - block * BLOCK_ROWS : hi - block * BLOCK_ROWS])
     return torch.cat(parts) if parts else torch.empty(0, columns)

@@ -99,7 +99,7 @@ def test_class_uniforms_do_not_depend_on_the_split_and_are_uniform():
 
 
 def test_initial_weights_do_not_depend_on_the_split():
-    whole = block_uniform_rows(1, 0, 0, 70_000, 3, 0.5)
+    whole = block_uniform_rows(1, 0, 0, 70_000, 3, 0.5)  # several blocks, split inside one
     split = torch.cat([block_uniform_rows(1, 0, 0, 65_000, 3, 0.5), block_uniform_rows(1, 0, 65_000, 70_000, 3, 0.5)])
     assert torch.equal(whole, split) and float(whole.abs().max()) <= 0.5
     assert not torch.equal(whole, block_uniform_rows(1, 1, 0, 70_000, 3, 0.5))

@@ -1,0 +1,231 @@
+"""Partial FC against the full classification head: step time and head memory per process at 100K,
+1M and 2M identities.
+
+Every configuration runs in fresh processes (``--child``; ``world_size`` > 1: that many gloo
+processes of ``torch.multiprocessing``), so each one's peak memory is its own. The embedding
+network is small on purpose (fixed random inputs [B, 64] -> Linear -> 512-d): the head is measured,
+not a backbone. Head memory = the process's peak resident memory (VmHWM, reset after the network
+and inputs exist) while the head is built and trained for the timed steps.
+
+The full head is an independent baseline written here with plain PyTorch (a ``[C, D]`` parameter,
+CosFace logits, ``F.cross_entropy``, ``torch.optim.SGD``; with several processes a replicated copy
+whose gradient is all-reduced, as DDP does); faceverify's Partial FC runs through the Objective
+(``loss.partial_fc.sample_rate``, the cosface term). Where a full head would not fit in memory its
+row says so and is not run. ``memory_ratio`` and ``step_ratio`` divide by the full head at the same
+classes and world size, or (memory) the one-process full head, whose per-process memory a
+replicated copy only adds to.
+
+    python experiments/bench_partial_fc.py            # -> results/benchmarks/partial_fc.csv / .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM, IN_FEATURES, BATCH = 512, 64, 128
+SCALE, MARGIN, LR = 64.0, 0.35, 0.1
+CLASSES = (100_000, 1_000_000, 2_000_000)
+RATES = (1.0, 0.3, 0.1)
+
+
+def memory_kb(field: str) -> int:
+    for line in open("/proc/self/status", encoding="ascii"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def available_mb() -> float:
+    for line in open("/proc/meminfo", encoding="ascii"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def full_head_estimate_mb(classes: int, world: int) -> float:
+    """Weights, gradient and momentum of a replicated [C, D] head plus about three [B_local, C] logit-sized
+    tensors (logits, softmax, their gradient), per process."""
+    return (3 * classes * DIM + 3 * (BATCH // world) * classes) * 4 / 2**20
+
+
+def _run(rank: int, setting: dict, out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch import nn
+
+    from faceverify.config import Replace, merge  # imported before the memory baseline: not the head's
+    from faceverify.losses.objective import LossConfig, Objective
+    from faceverify.losses.partial_fc import RowSGD
+
+    world = setting["world"]
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{out_dir}/init", rank=rank, world_size=world)
+    classes, steps = setting["classes"], setting["steps"]
+    generator = torch.Generator().manual_seed(0)
+    share = BATCH // world
+    inputs = torch.randn(steps + 1, BATCH, IN_FEATURES, generator=generator)[:, rank * share:(rank + 1) * share]
+    labels = torch.randint(0, classes, (steps + 1, BATCH), generator=generator)[:, rank * share:(rank + 1) * share]
+    torch.manual_seed(0)
+    network = nn.Linear(IN_FEATURES, DIM)
+    network_sgd = torch.optim.SGD(network.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
+    open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here on: the head's memory
+    before = memory_kb("VmRSS")
+
+    def sync_network() -> None:
+        if world > 1:
+            for p in network.parameters():
+                dist.all_reduce(p.grad)
+                p.grad /= world
+
+    if setting["head"] == "full":
+        weight = nn.Parameter(torch.empty(classes, DIM))
+        nn.init.xavier_uniform_(weight)
+        head_sgd = torch.optim.SGD([weight], lr=LR, momentum=0.9, weight_decay=5e-4)
+
+        def step(i: int) -> None:
+            x = network(inputs[i])
+            logits = F.normalize(x) @ F.normalize(weight).T * SCALE
+            logits[torch.arange(share), labels[i]] -= SCALE * MARGIN
+            loss = F.cross_entropy(logits, labels[i])
+            network_sgd.zero_grad(set_to_none=True)
+            head_sgd.zero_grad(set_to_none=True)
+            loss.backward()
+            sync_network()
+            if world > 1:
+                dist.all_reduce(weight.grad)
+                weight.grad /= world
+            network_sgd.step()
+            head_sgd.step()
+    else:
+        config = merge(LossConfig(), {"terms": Replace({"cosface": 1.0}), "cosface": {"s": SCALE, "m": MARGIN},
+                                      "partial_fc": {"sample_rate": setting["rate"]}})
+        objective = Objective(config, DIM, classes, seed=0, rank=rank, world_size=world)
+        row_sgd = RowSGD(0.9, 5e-4, False)
+        sampled = []
+
+        def step(i: int) -> None:
+            output = objective(network(inputs[i]), labels[i])
+            network_sgd.zero_grad(set_to_none=True)
+            output.total.backward()
+            sync_network()
+            network_sgd.step()
+            objective.after_step(LR, row_sgd)
+            sampled.append(objective.losses["cosface"].sampled_classes)
+
+    step(steps)  # warm-up (not timed)
+    if world > 1:
+        dist.barrier()
+    started = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    if world > 1:
+        dist.barrier()
+    seconds = (time.perf_counter() - started) / steps
+    result = {"step_seconds": seconds, "head_peak_memory_mb": (memory_kb("VmHWM") - before) / 1024}
+    if setting["head"] != "full":
+        result["sampled_classes_per_rank"] = sum(sampled) / len(sampled)
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def child(setting: dict) -> None:
+    with tempfile.TemporaryDirectory() as out_dir:
+        if setting["world"] == 1:
+            _run(0, setting, out_dir)
+        else:
+            import torch.multiprocessing as mp
+
+            mp.spawn(_run, args=(setting, out_dir), nprocs=setting["world"], join=True)
+        ranks = [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(setting["world"])]
+    merged = {"step_seconds": ranks[0]["step_seconds"],
+              "head_peak_memory_mb": max(r["head_peak_memory_mb"] for r in ranks)}
+    if "sampled_classes_per_rank" in ranks[0]:
+        merged["sampled_classes_per_rank"] = sum(r["sampled_classes_per_rank"] for r in ranks) / len(ranks)
+    print(json.dumps(merged))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, nargs="+", default=list(CLASSES))
+    parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after one warm-up)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    from faceverify.provenance import device_description
+    from faceverify.results import provenance, record_rows
+
+    base = {**provenance(device=device_description("cpu")), "embedding_dim": DIM, "batch": BATCH,
+            "timed_steps": args.steps, "cpu_cores": os.cpu_count()}
+    rows = []
+    for classes in args.classes:
+        full: dict[int, dict] = {}
+        for world in args.worlds:
+            settings = [{"head": "full", "rate": "", "world": world}] if world <= 2 else []
+            settings += [{"head": "partial_fc", "rate": r, "world": world} for r in (RATES if world <= 2 else (0.1,))]
+            for setting in settings:
+                setting.update(classes=classes, steps=args.steps)
+                row = {**base, "classes": classes, "head": setting["head"], "sample_rate": setting["rate"],
+                       "world_size": world}
+                estimate = full_head_estimate_mb(classes, world)
+                if setting["head"] == "full" and estimate * world > 0.85 * available_mb():
+                    row["note"] = (f"full head does not fit: about {estimate:.0f} MB per process x {world} "
+                                   f"processes > 85% of the {available_mb():.0f} MB available")
+                    rows.append(row)
+                    print(row["note"], flush=True)
+                    continue
+                done = subprocess.run([sys.executable, __file__, "--child", json.dumps(setting)],
+                                      capture_output=True, text=True)
+                if done.returncode:
+                    row["note"] = f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+                    rows.append(row)
+                    print(row["note"], flush=True)
+                    continue
+                measured = json.loads(done.stdout.strip().splitlines()[-1])
+                row.update(step_seconds=round(measured["step_seconds"], 4),
+                           head_peak_memory_mb=round(measured["head_peak_memory_mb"]))
+                if "sampled_classes_per_rank" in measured:
+                    row["sampled_classes_per_rank"] = round(measured["sampled_classes_per_rank"])
+                if setting["head"] == "full":
+                    full[world] = row
+                rows.append(row)
+                print({k: row.get(k) for k in ("classes", "head", "sample_rate", "world_size", "step_seconds",
+                                                "head_peak_memory_mb")}, flush=True)
+        for row in rows:
+            if row["classes"] != classes or row["head"] != "partial_fc" or "step_seconds" not in row:
+                continue
+            same = full.get(row["world_size"])
+            reference = same or full.get(1)
+            if reference is not None:
+                row["memory_ratio"] = round(row["head_peak_memory_mb"] / reference["head_peak_memory_mb"], 3)
+                row["memory_reference"] = f"full head, {reference['world_size']} process(es)"
+            if same is not None:
+                row["step_ratio"] = round(row["step_seconds"] / same["step_seconds"], 3)
+    columns = ["classes", "head", "sample_rate", "world_size", "step_seconds", "step_ratio", "head_peak_memory_mb",
+               "memory_ratio", "memory_reference", "sampled_classes_per_rank", "note", "commit", "device"]
+    md = record_rows(args.out / "partial_fc.csv", rows, args.out / "partial_fc.md",
+                     "Partial FC against the full classification head",
+                     note=f"`python experiments/bench_partial_fc.py`: CosFace head, {DIM}-d, global batch {BATCH}, "
+                          f"{args.steps} timed steps after a warm-up, each configuration in fresh gloo processes on "
+                          "the CPU; memory per process (peak resident memory of the head), ratios against an "
+                          "independent plain-PyTorch full head (see the script's docstring).", columns=columns)
+    print(f"wrote {md}")
+
+
+if __name__ == "__main__":
+    main()
