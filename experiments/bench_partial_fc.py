@@ -13,7 +13,8 @@ whose gradient is all-reduced, as DDP does); faceverify's Partial FC runs throug
 (``loss.partial_fc.sample_rate``, the cosface term). Where a full head would not fit in memory its
 row says so and is not run. ``memory_ratio`` and ``step_ratio`` divide by the full head at the same
 classes and world size, or (memory) the one-process full head, whose per-process memory a
-replicated copy only adds to.
+replicated copy only adds to, or, where no full head fits, :func:`head_estimate_mb` of it (said
+so in the row).
 
     python experiments/bench_partial_fc.py            # -> results/benchmarks/partial_fc.csv / .md
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,10 +52,17 @@ def available_mb() -> float:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def full_head_estimate_mb(classes: int, world: int) -> float:
-    """Weights, gradient and momentum of a replicated [C, D] head plus about three [B_local, C] logit-sized
-    tensors (logits, softmax, their gradient), per process."""
-    return (3 * classes * DIM + 3 * (BATCH // world) * classes) * 4 / 2**20
+def head_estimate_mb(classes: int, world: int, rate: float | None) -> float:
+    """Peak head memory per process, from the measured rule of thumb: about six ``[C_k, D]`` float32
+    tensors at their largest (weights, momentum, gradient, the normalised copy and its gradient, the
+    decayed gradient; ``C_k = C`` for the replicated full head), of which four scale with the sampled
+    rows, plus three ``[B, S_k]`` logit-sized ones (the full head: the rank's batch x every class)."""
+    if rate is None:
+        rows, sampled, batch = classes, classes, BATCH // world
+    else:
+        rows = math.ceil(classes / world)
+        sampled, batch = rows * rate, BATCH
+    return ((2 * rows + 4 * sampled) * DIM + 3 * batch * sampled) * 4 / 2**20
 
 
 def _run(rank: int, setting: dict, out_dir: str) -> None:
@@ -181,10 +190,11 @@ def main() -> None:
                 setting.update(classes=classes, steps=args.steps)
                 row = {**base, "classes": classes, "head": setting["head"], "sample_rate": setting["rate"],
                        "world_size": world}
-                estimate = full_head_estimate_mb(classes, world)
-                if setting["head"] == "full" and estimate * world > 0.85 * available_mb():
-                    row["note"] = (f"full head does not fit: about {estimate:.0f} MB per process x {world} "
-                                   f"processes > 85% of the {available_mb():.0f} MB available")
+                estimate = head_estimate_mb(classes, world, None if setting["head"] == "full" else setting["rate"])
+                if estimate * world > 0.85 * available_mb():
+                    row["note"] = (f"{'full head' if setting['head'] == 'full' else 'head'} does not fit: about "
+                                   f"{estimate:.0f} MB per process x {world} processes > 85% of the "
+                                   f"{available_mb():.0f} MB available")
                     rows.append(row)
                     print(row["note"], flush=True)
                     continue
@@ -213,6 +223,9 @@ def main() -> None:
             if reference is not None:
                 row["memory_ratio"] = round(row["head_peak_memory_mb"] / reference["head_peak_memory_mb"], 3)
                 row["memory_reference"] = f"full head, {reference['world_size']} process(es)"
+            else:  # no full head fits: against its estimate, said so
+                row["memory_ratio"] = round(row["head_peak_memory_mb"] / head_estimate_mb(classes, 1, None), 3)
+                row["memory_reference"] = "full head's estimate (it does not fit)"
             if same is not None:
                 row["step_ratio"] = round(row["step_seconds"] / same["step_seconds"], 3)
     columns = ["classes", "head", "sample_rate", "world_size", "step_seconds", "step_ratio", "head_peak_memory_mb",

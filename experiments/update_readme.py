@@ -167,6 +167,9 @@ def benchmark_section() -> str:
                 f"{100 * float(ours['tar_at_far_1e-4_insightface']):.3f}%. Over all {len(ratios)} full-size runs "
                 f"recorded the ratio ranged {min(ratios):.1f}x to {max(ratios):.1f}x (the 2-core machine's speed varies "
                 "between runs).")
+    rows = _rows(ROOT / "results" / "benchmarks" / "partial_fc.csv")
+    if rows:
+        parts.append(partial_fc_line(rows))
     row = _last(ROOT / "results" / "benchmarks" / "test_suite.csv")
     if row:
         parts.append(f"- **Test suite** (`make test` on a fresh clone, {row['device']}, commit {row['commit']}): "
@@ -182,6 +185,33 @@ def benchmark_section() -> str:
         parts.append("- **GPU**: no GPU run recorded yet; `experiments/gpu_check.sh` is the one prepared script "
                      "(targets: sphere20 >= 8,000 and iresnet50 >= 4,000 images/s on an H200).")
     return "\n".join(parts) + "\n" if len(parts) > 2 else ""
+
+
+def partial_fc_line(rows: list[dict[str, str]]) -> str:
+    """The Partial FC benchmark's last recording: r = 0.1 against the full head, per class count."""
+    commit = rows[-1]["commit"]
+    rows = [r for r in rows if r["commit"] == commit]
+    cells = []
+    for classes in dict.fromkeys(r["classes"] for r in rows):
+        mine = [r for r in rows if r["classes"] == classes]
+        full = {r["world_size"]: r for r in mine if r["head"] == "full"}
+        tenth = [r for r in mine if r["head"] == "partial_fc" and r["sample_rate"] in ("0.1", "0.10")
+                 and r.get("step_seconds")]
+        parts = []
+        for r in tenth:
+            memory = f"memory {float(r['memory_ratio']):.2f}x" if r.get("memory_ratio") else ""
+            step = f"step {float(r['step_ratio']):.2f}x" if r.get("step_ratio") else ""
+            parts.append(f"{r['world_size']} process{'es' if r['world_size'] != '1' else ''}: "
+                         + ", ".join(x for x in (step, memory) if x)
+                         + f" ({float(r['head_peak_memory_mb']) / 1024:.2f} GB, {float(r['step_seconds']):.2f} s)")
+        unfit = [w for w, r in full.items() if r.get("note", "").startswith("full head does not fit")]
+        note = f"; the full head does not fit on {', '.join(unfit)} processes" if unfit else ""
+        cells.append(f"{int(classes):,} classes, " + "; ".join(parts) + note)
+    return (f"- **Partial FC** at r = 0.1 against an independent full CosFace head (512-d, batch 128, per process, "
+            f"{rows[-1]['device']}, commit {commit}; memory ratios against the full head at the same world size, or "
+            "the one-process one where a replicated head does not fit): " + " | ".join(cells)
+            + " (target at 1M and 2M: memory <= 0.3x, step <= 0.3x; `experiments/bench_partial_fc.py`, "
+              "every row in `results/benchmarks/partial_fc.md`).")
 
 
 ABLATION_ORDER = ["lfw_cpu_losses", "lfw_cpu_lambda"]
@@ -209,13 +239,16 @@ def recipes_section() -> str:
     lines = ["### Reproduction recipes", "",
              "From `faceverify/recipes/recipes.yaml`; run with `faceverify reproduce NAME --train DATA ...`. The "
              "H200 hours are the schedule's images over a training throughput: measured where `results/gpu/` "
-             "holds one, otherwise the issue-13 target (an estimate, said so).", "",
+             "holds one, otherwise the issue-13 target (iresnet100: the iresnet50 target scaled by multiply-adds; "
+             "an estimate, said so).", "",
              "| recipe | reproduces | network, input | schedule | published | H200 hours |", "|---|---|---|---|---|---|"]
     for name in registry:
         recipe = load_recipe(name)
         config, _ = recipe_config(recipe, [], cuda=True)
         hours, basis = h200_estimate_hours(config, ROOT / "results" / "gpu" / "train.csv")
-        published = ", ".join(f"{k} {100 * v:.2f}" for k, v in recipe.published.items())
+        published = ", ".join([f"{k} {100 * v:.2f}" for k, v in recipe.published.items()]
+                              + [f"{bench} TAR@FAR {far.replace('e-0', 'e-')} {100 * tar:.2f}"
+                                 for bench, tars in recipe.published_ijb.items() for far, tar in tars.items()])
         schedule = f"{config.optim.max_iters // 1000}K x {config.data.batch_size}"
         estimate = f"{hours:.1f} ({'estimate' if 'not measured' in basis else 'measured'})" if hours else "n/a"
         lines.append(f"| `{name}` | {recipe.reference.split(';')[0].split(':')[0]} | {config.model.backbone}, "

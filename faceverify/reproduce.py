@@ -88,6 +88,9 @@ CONFIGS = Path(str(resources.files("faceverify") / "recipes"))
 # Training images/s of the whole Trainer step on one H200 that issue 13 sets as targets; used for
 # time estimates until results/gpu/train.csv holds measured figures.
 H200_TARGET_IMAGES_PER_S = {"face_resnet27": 10_000, "sphere20": 10_000, "iresnet50": 5_000}
+# Backbones without a target of their own: the iresnet50 target scaled by multiply-adds at 112x112
+# (iresnet100 12.09 G against iresnet50 6.32 G: tests/models/test_backbones.py checks both).
+H200_SCALED_TARGET = {"iresnet100": ("iresnet50", 6.32 / 12.09)}
 # Keys that may differ from the recipe in a complete run: speed and monitoring only.
 COMPLETE_NEUTRAL = RESUME_NEUTRAL + ("amp", "eval", "seed")
 
@@ -235,6 +238,11 @@ def h200_estimate_hours(config: TrainConfig, measured: Path | None = None) -> tu
             speed = max(float(r["images_per_s"]) for r in rows)
             return images / speed / 3600, f"measured {speed:.0f} images/s ({rows[-1].get('device', 'GPU')})"
     target = H200_TARGET_IMAGES_PER_S.get(config.model.backbone)
+    if target is None and config.model.backbone in H200_SCALED_TARGET:
+        base, factor = H200_SCALED_TARGET[config.model.backbone]
+        target = round(H200_TARGET_IMAGES_PER_S[base] * factor)
+        return images / target / 3600, (f"estimate from the {base} target scaled by multiply-adds ({target} "
+                                        "images/s), not measured")
     if target is None:
         return None, "no GPU throughput recorded or targeted for this backbone"
     return images / target / 3600, f"estimate from the {target} images/s target, not measured"

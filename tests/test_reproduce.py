@@ -190,3 +190,19 @@ def test_reproduce_scores_an_ijb_release_beside_the_published_tar(stand_in, ijb_
     from faceverify.results import read_rows
 
     assert float(read_rows(row)[-1]["ijbc_tar_at_far_1e-04"]) == pytest.approx(ijbc["tar_at_far"]["1e-04"])
+
+
+@pytest.mark.parametrize("recipe", ["webface42m_iresnet100_pfc", "glint360k_iresnet100_pfc"])
+def test_the_partial_fc_recipes_run_on_recordio_data(stand_in, tmp_path: Path, recipe: str):
+    out = tmp_path / recipe
+    assert main(["reproduce", recipe, "--train", str(stand_in["rec"]), "--bin-dir", str(stand_in["only_agedb"]),
+                 "--out", str(out), *SHORT, "amp=none", "model.width=0.0625"]) == 0
+    result = result_of(out)
+    assert result["data"]["kind"] == "recordio" and "agedb_30" in result["benchmarks"]
+    assert "not measured" in result["h200_estimate_basis"] and result["h200_estimate_hours"] > 0
+    from faceverify.training.checkpoint import load_checkpoint
+
+    last = load_checkpoint(out / "train" / "checkpoints" / "last.pt")
+    assert last["config"]["loss"]["partial_fc"]["sample_rate"] in (0.2, 1.0)
+    assert last["config"]["model"]["backbone"] == "iresnet100"
+    assert last["class_shards"]["num_classes"] == result["data"]["identities"]

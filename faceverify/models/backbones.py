@@ -8,9 +8,9 @@
 * ``sphere20`` / ``sphere36`` / ``sphere64`` — SphereFace residual nets (Liu et al., CVPR 2017):
   four stages, each a stride-2 3x3 conv (64, 128, 256, 512) then (1, 2, 4, 1), (2, 4, 8, 2)
   or (3, 8, 16, 3) residual units, PReLU, fc5 = 512 (7x6 final map on 112x96).
-* ``iresnet18`` / ``iresnet34`` / ``iresnet50`` — ArcFace's improved residual units
+* ``iresnet18`` / ``iresnet34`` / ``iresnet50`` / ``iresnet100`` — ArcFace's improved residual units
   (Deng et al., CVPR 2019; Duta et al. "IR"): BN-conv-BN-PReLU-conv(stride)-BN with a
-  projection shortcut when the shape changes; (2, 2, 2, 2), (3, 4, 6, 3), (3, 4, 14, 3) units;
+  projection shortcut when the shape changes; (2, 2, 2, 2), (3, 4, 6, 3), (3, 4, 14, 3), (3, 13, 30, 3) units;
   output BN-Dropout-FC-BN (512-d), 7x7 final map on 112x112.
 
 ``width`` scales every channel count and ``input_size`` (H, W) fixes the final FC, so small
@@ -199,6 +199,8 @@ BACKBONES: dict[str, BackboneFactory] = {
         (3, 4, 6, 3), embedding_dim, width, tuple(input_size)),
     "iresnet50": lambda embedding_dim=512, width=1.0, input_size=(112, 112), batch_norm=True: IResNet(
         (3, 4, 14, 3), embedding_dim, width, tuple(input_size)),
+    "iresnet100": lambda embedding_dim=512, width=1.0, input_size=(112, 112), batch_norm=True: IResNet(
+        (3, 13, 30, 3), embedding_dim, width, tuple(input_size)),
 }
 DEFAULT_INPUT = {name: ((112, 112) if name.startswith("iresnet") else (112, 96)) for name in BACKBONES}
 

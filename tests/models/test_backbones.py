@@ -16,6 +16,7 @@ FULL_SIZE_PARAMETERS = {
     "iresnet18": 24_025_600,
     "iresnet34": 34_139_328,
     "iresnet50": 43_590_848,
+    "iresnet100": 65_156_160,
 }
 
 
@@ -42,6 +43,12 @@ def test_iresnet50_matches_the_published_size():
     model = build_backbone("iresnet50")
     assert count_parameters(model) == pytest.approx(43.576e6, rel=5e-4)
     assert count_macs(model, (112, 112)) == pytest.approx(12.637e9 / 2, rel=2e-3)
+
+
+def test_iresnet100_matches_the_published_cost():
+    # r100 (arcface_torch README, ViT table: 12.1 GFLOPs counted as multiply-adds, the unit in which
+    # it gives r50 6.3, which is our iresnet50's 6.32 GMACs)
+    assert count_macs(build_backbone("iresnet100"), (112, 112)) == pytest.approx(12.1e9, rel=5e-3)
 
 
 def test_face_resnet27_has_27_conv_layers_and_a_5x4_final_map():
