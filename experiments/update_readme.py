@@ -212,7 +212,8 @@ def partial_fc_line(rows: list[dict[str, str]]) -> str:
         cells.append(f"{int(classes):,} classes, " + "; ".join(parts) + note)
     return (f"- **Partial FC** at r = 0.1 against an independent full CosFace head (512-d, batch 128, per process, "
             f"{rows[-1]['device']}, commits {commit}; memory ratios against the full head at the same world size, or "
-            "the one-process one where a replicated head does not fit): " + " | ".join(cells)
+            "the one-process one where a replicated head does not fit, or the full head's estimated memory where none "
+            "fits): " + " | ".join(cells)
             + " (target at 1M and 2M: memory <= 0.3x, step <= 0.3x; `experiments/bench_partial_fc.py`, "
               "every row in `results/benchmarks/partial_fc.md`).")
 
