@@ -145,7 +145,8 @@ def test_every_committed_config_loads(path: Path):
         from faceverify.reproduce import load_recipe
 
         for name in read_yaml(path):
-            assert load_recipe(name).published
+            recipe = load_recipe(name)
+            assert recipe.published or recipe.published_ijb, name  # every recipe has a target to meet
     elif path.stem.startswith("ablation"):
         overrides = ["train_source=/data/casia"] if "casia" in path.stem else []
         spec = load_spec(path, overrides)
