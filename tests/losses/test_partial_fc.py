@@ -64,6 +64,20 @@ def copy_into_partial(partial: PartialFC, weight: torch.Tensor, bias: torch.Tens
         partial.bias.copy_(bias.detach()[shard.start : shard.stop])
 
 
+def partial_backward(name: str, rate: float) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """A one-process Partial FC head holding the full head's initial weights, after forward and backward
+    on the whole batch: (loss, the batch with its gradient, the head's pending (rows, weight, bias))."""
+    torch.manual_seed(0)
+    weight, bias = full_weights(full_head(name))
+    partial = partial_head(name, rate)
+    copy_into_partial(partial, weight, bias)
+    x, y = batch()
+    x.requires_grad_(True)
+    loss = partial(x, y)
+    loss.backward()
+    return loss, x, partial._pending
+
+
 def reference(name: str) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The full head on the global batch: loss, dL/dx, dL/dW, dL/db."""
     torch.manual_seed(0)
@@ -108,15 +122,7 @@ def test_initial_weights_do_not_depend_on_the_split():
 @pytest.mark.parametrize("name", HEADS)
 def test_one_process_with_every_class_sampled_is_the_full_head(name: str):
     expected_loss, expected_dx, expected_dw, expected_db = reference(name)
-    torch.manual_seed(0)
-    weight, bias = full_weights(full_head(name))
-    partial = partial_head(name, 1.0)
-    copy_into_partial(partial, weight, bias)
-    x, y = batch()
-    x.requires_grad_(True)
-    loss = partial(x, y)
-    loss.backward()
-    rows, leaf, bias_leaf = partial._pending
+    loss, x, (rows, leaf, bias_leaf) = partial_backward(name, 1.0)
     assert rows is None  # r = 1: no sampling, the shard itself
     torch.testing.assert_close(float(loss.detach()), expected_loss, rtol=0, atol=1e-12)
     torch.testing.assert_close(x.grad, expected_dx, rtol=0, atol=1e-12)
@@ -300,15 +306,7 @@ def test_two_gloo_processes_of_the_sharded_full_head_equal_one_process_of_the_fu
 
 @pytest.mark.parametrize("name", HEADS)
 def test_two_processes_sample_the_classes_one_process_samples(name: str, two_ranks):
-    torch.manual_seed(0)
-    weight, bias = full_weights(full_head(name))
-    single = partial_head(name, 0.4)
-    copy_into_partial(single, weight, bias)
-    x, y = batch()
-    x.requires_grad_(True)
-    loss = single(x, y)
-    loss.backward()
-    rows, leaf, _ = single._pending
+    loss, x, (rows, leaf, _) = partial_backward(name, 0.4)
     share = N // 2
     sampled = torch.cat([r[(name, 0.4)]["rows"] + r[(name, 0.4)]["shard"][0] for r in two_ranks])
     assert torch.equal(sampled, rows)
