@@ -17,6 +17,19 @@ replicated copy only adds to, or, where no full head fits, :func:`head_estimate_
 so in the row).
 
     python experiments/bench_partial_fc.py            # -> results/benchmarks/partial_fc.csv / .md
+
+``--part training`` measures the other memory and communication settings of training at scale
+(issue 25, 1b) through faceverify's own Trainer, each against the same Trainer without it, in
+fresh processes: ``model.gradient_checkpointing`` and ``optim.accumulate`` (peak memory of a step
+per image: the process's peak resident memory during the timed steps above its resident memory
+before them, divided by the batch) and ``ddp.compress`` (2 gloo processes; step time, and the
+bytes one step's gradient all-reduce puts on the wire, counted by a hook around torch's own).
+The children allocate every block over 64 KB from mmap (``MALLOC_MMAP_THRESHOLD_``), so freed
+tensors leave the resident set and its peak follows the live tensors.
+The network is a real backbone (iresnet50 at width 1/4 on 112x112 crops, ArcFace + nothing else),
+the data a synthetic pack.
+
+    python experiments/bench_partial_fc.py --part training   # -> results/benchmarks/training_memory.csv / .md
 """
 
 from __future__ import annotations
@@ -164,16 +177,158 @@ def child(setting: dict) -> None:
     print(json.dumps(merged))
 
 
+TRAINING = {"backbone": "iresnet50", "width": 0.25, "dim": 128, "size": (112, 112), "batch": 64, "classes": 256}
+TRAINING_SETTINGS = [  # (feature, its setting, the config changes, processes)
+    ("none", "", {}, 1),
+    ("gradient_checkpointing", "true", {"model": {"gradient_checkpointing": True}}, 1),
+    ("accumulate", "2", {"optim": {"accumulate": 2}}, 1),
+    ("accumulate", "4", {"optim": {"accumulate": 4}}, 1),
+    ("none", "", {}, 2),
+    ("ddp.compress", "fp16", {"ddp": {"compress": "fp16"}}, 2),
+    ("ddp.compress", "bf16", {"ddp": {"compress": "bf16"}}, 2),
+]
+
+
+def _train_steps(rank: int, setting: dict, out_dir: str) -> None:
+    import torch
+
+    from faceverify.config import merge, merge_tree
+    from faceverify.training import trainer as trainer_module
+    from faceverify.training.config import TrainConfig
+
+    world = setting["world"]
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(setting["port"]), WORLD_SIZE=str(world),
+                          RANK=str(rank), LOCAL_RANK=str(rank))
+    wire = {"bytes": 0}
+    for name, hook in list(trainer_module.COMPRESS_HOOKS.items()):  # count what the hook sends
+        def counting(state, bucket, hook=hook):  # type: ignore[no-untyped-def]
+            wire["bytes"] += bucket.buffer().numel() * 2  # cast to a 2-byte type before the all-reduce
+            return hook(state, bucket)
+        trainer_module.COMPRESS_HOOKS[name] = counting
+    config = merge(TrainConfig(), merge_tree({
+        "out": str(Path(out_dir) / "run"), "device": "cpu", "progress": False, "tensorboard": False,
+        "log_every": 1000, "checkpoint_every": 100000, "keep_best": False,
+        "data": {"source": setting["pack"], "batch_size": TRAINING["batch"], "workers": 0, "sampler": "shuffle"},
+        "model": {"backbone": TRAINING["backbone"], "width": TRAINING["width"], "embedding_dim": TRAINING["dim"]},
+        "optim": {"lr": 0.01, "max_iters": 1000, "milestones": [1000]},
+        "loss": {"terms": {"softmax": 0.0, "arcface": 1.0}}}, setting["changes"]))
+    trainer = trainer_module.Trainer(config)
+    batches = iter(trainer.loader)
+    images, labels, *_ = next(batches)
+    trainer.train_step(images, labels)  # warm-up: the optimiser's momentum and the allocator's pools
+    if world > 1:
+        torch.distributed.barrier()
+    wire["bytes"] = 0
+    open("/proc/self/clear_refs", "w").write("5")
+    before = memory_kb("VmRSS")
+    started = time.perf_counter()
+    for _ in range(setting["steps"]):
+        images, labels, *_ = next(batches)
+        trainer.train_step(images, labels)
+    seconds = (time.perf_counter() - started) / setting["steps"]
+    gradient_elements = sum(p.numel() for p in trainer.step_module.parameters() if p.requires_grad)
+    result = {"step_seconds": seconds, "step_peak_memory_mb": (memory_kb("VmHWM") - before) / 1024,
+              "wire_bytes": wire["bytes"] / setting["steps"] if config.ddp.compress != "none"
+              else gradient_elements * 4 * (world > 1)}
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    trainer.release()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def training_child(setting: dict) -> None:
+    with tempfile.TemporaryDirectory() as out_dir:
+        if setting["world"] == 1:
+            _train_steps(0, setting, out_dir)
+        else:
+            import torch.multiprocessing as mp
+
+            mp.spawn(_train_steps, args=(setting, out_dir), nprocs=setting["world"], join=True)
+        ranks = [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(setting["world"])]
+    print(json.dumps({"step_seconds": max(r["step_seconds"] for r in ranks),
+                      "step_peak_memory_mb": max(r["step_peak_memory_mb"] for r in ranks),
+                      "wire_bytes": ranks[0]["wire_bytes"]}))
+
+
+def training_part(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from faceverify.data.packed import write_packed_array
+    from faceverify.provenance import device_description
+    from faceverify.results import provenance, record_rows
+
+    base = {**provenance(device=device_description("cpu")), "backbone": TRAINING["backbone"],
+            "width": TRAINING["width"], "input": "{}x{}".format(*TRAINING["size"]), "batch": TRAINING["batch"],
+            "timed_steps": args.steps, "cpu_cores": os.cpu_count()}
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        rng = np.random.default_rng(0)
+        n = TRAINING["batch"] * (args.steps + 2)
+        pack = write_packed_array(Path(folder) / "pack", rng.integers(0, 256, (n, *TRAINING["size"], 3), dtype=np.uint8),
+                                  rng.integers(0, TRAINING["classes"], n).tolist(),
+                                  [str(c) for c in range(TRAINING["classes"])])
+        plain: dict[int, dict] = {}
+        for index, (feature, value, changes, world) in enumerate(TRAINING_SETTINGS):
+            setting = {"pack": str(pack), "changes": changes, "world": world, "steps": args.steps,
+                       "port": 29610 + index}
+            row = {**base, "feature": feature, "setting": value, "world_size": world}
+            # large blocks straight from mmap and back to the system when freed: resident memory then
+            # follows the live tensors instead of what malloc's pools kept from the warm-up
+            done = subprocess.run([sys.executable, __file__, "--training-child", json.dumps(setting)],
+                                  capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+            if done.returncode:
+                raise SystemExit(f"{feature}={value} failed:\n{done.stderr[-3000:]}")
+            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            row.update(step_seconds=round(measured["step_seconds"], 3),
+                       step_peak_memory_mb=round(measured["step_peak_memory_mb"]),
+                       memory_per_image_mb=round(measured["step_peak_memory_mb"] / (TRAINING["batch"] / world), 2),
+                       wire_mb_per_step=round(measured["wire_bytes"] / 2**20, 2) if world > 1 else "")
+            if feature == "none":
+                plain[world] = row
+            reference = plain[world]
+            row["memory_ratio"] = round(row["step_peak_memory_mb"] / reference["step_peak_memory_mb"], 3)
+            row["step_ratio"] = round(row["step_seconds"] / reference["step_seconds"], 3)
+            if world > 1:
+                row["wire_ratio"] = round(row["wire_mb_per_step"] / reference["wire_mb_per_step"], 3)
+            rows.append(row)
+            print({k: row.get(k) for k in ("feature", "setting", "world_size", "step_seconds", "step_peak_memory_mb",
+                                            "memory_ratio", "wire_mb_per_step")}, flush=True)
+    columns = ["feature", "setting", "world_size", "step_seconds", "step_ratio", "step_peak_memory_mb",
+               "memory_per_image_mb", "memory_ratio", "wire_mb_per_step", "wire_ratio", "commit", "device"]
+    md = record_rows(args.out / "training_memory.csv", rows, args.out / "training_memory.md",
+                     "Memory and communication settings of training, each against the same Trainer without it",
+                     note=f"`python experiments/bench_partial_fc.py --part training`: {TRAINING['backbone']} at width "
+                          f"{TRAINING['width']} on {base['input']} synthetic crops, ArcFace, global batch "
+                          f"{TRAINING['batch']}, {args.steps} timed steps after a warm-up, fresh processes on the CPU "
+                          "(2 = gloo); memory = a step's peak resident memory per process above the memory before "
+                          "the timed steps (activations and gradients); memory per image divides it by the "
+                          "process's share of the batch; wire = the gradient bytes one all-reduce sends per "
+                          "process (counted by a hook around torch's compression hooks; float32 gradients "
+                          "without one).", columns=columns)
+    print(f"wrote {md}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, nargs="+", default=list(CLASSES))
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after one warm-up)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
+    parser.add_argument("--part", choices=["heads", "training"], default="heads",
+                        help="heads: Partial FC against the full head; training: checkpointing, accumulation, "
+                             "DDP compression")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--training-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
+        return
+    if args.training_child:
+        training_child(json.loads(args.training_child))
+        return
+    if args.part == "training":
+        training_part(args)
         return
     from faceverify.provenance import device_description
     from faceverify.results import provenance, record_rows

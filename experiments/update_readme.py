@@ -170,6 +170,9 @@ def benchmark_section() -> str:
     rows = _rows(ROOT / "results" / "benchmarks" / "partial_fc.csv")
     if rows:
         parts.append(partial_fc_line(rows))
+    rows = _rows(ROOT / "results" / "benchmarks" / "training_memory.csv")
+    if rows:
+        parts.append(training_memory_line(rows))
     row = _last(ROOT / "results" / "benchmarks" / "test_suite.csv")
     if row:
         parts.append(f"- **Test suite** (`make test` on a fresh clone, {row['device']}, commit {row['commit']}): "
@@ -216,6 +219,31 @@ def partial_fc_line(rows: list[dict[str, str]]) -> str:
             "fits): " + " | ".join(cells)
             + " (target at 1M and 2M: memory <= 0.3x, step <= 0.3x; `experiments/bench_partial_fc.py`, "
               "every row in `results/benchmarks/partial_fc.md`).")
+
+
+def training_memory_line(rows: list[dict[str, str]]) -> str:
+    """The last recording of the memory and communication settings, each against the plain Trainer."""
+    commit = rows[-1]["commit"]
+    rows = [r for r in rows if r["commit"] == commit]
+    plain = {r["world_size"]: r for r in rows if r["feature"] == "none"}
+    cells = []
+    for r in rows:
+        if r["feature"] == "none":
+            continue
+        base = plain[r["world_size"]]
+        if r["feature"] == "ddp.compress":
+            cells.append(f"`ddp.compress={r['setting']}` (2 processes): {float(r['wire_mb_per_step']):.1f} MB "
+                         f"on the wire per step against {float(base['wire_mb_per_step']):.1f} "
+                         f"({float(r['wire_ratio']):.2f}x), step {float(r['step_ratio']):.2f}x")
+        else:
+            cells.append(f"`{'model.gradient_checkpointing' if r['feature'] == 'gradient_checkpointing' else 'optim.accumulate'}"
+                         f"={r['setting']}`: {float(r['memory_per_image_mb']):.1f} MB per image against "
+                         f"{float(base['memory_per_image_mb']):.1f} ({float(r['memory_ratio']):.2f}x), "
+                         f"step {float(r['step_ratio']):.2f}x")
+    return (f"- **Memory and communication settings** ({rows[0]['backbone']} x{rows[0]['width']} at {rows[0]['input']}, "
+            f"ArcFace, batch {rows[0]['batch']}, the Trainer against itself without the setting, {rows[-1]['device']}, "
+            f"commit {commit}; memory = a step's peak above what the process held before it): " + "; ".join(cells)
+            + " (`experiments/bench_partial_fc.py --part training`, `results/benchmarks/training_memory.md`).")
 
 
 ABLATION_ORDER = ["lfw_cpu_losses", "lfw_cpu_lambda"]

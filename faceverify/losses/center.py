@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from faceverify.errors import InvalidInputError
+from faceverify.losses.micro_batch import MicroBatchAware
 
 
 @dataclass
@@ -40,9 +41,10 @@ class CenterOptions:
     lr: float = 0.5  # with update="sgd": the optimiser learning rate of the centers
 
 
-class CenterLoss(nn.Module):
+class CenterLoss(MicroBatchAware, nn.Module):
     """``loss(x [B, D], labels [B]) -> scalar``; call :meth:`update_centers` after each step
-    (the :class:`~faceverify.losses.objective.Objective` does) when ``update="paper"``."""
+    (the :class:`~faceverify.losses.objective.Objective` does) when ``update="paper"``. Under
+    gradient accumulation the update uses every micro-batch of the step (Eq. 4 on their union)."""
 
     def __init__(self, num_classes: int, embedding_dim: int, alpha: float = 0.5, update: str = "paper"):
         super().__init__()
@@ -56,7 +58,7 @@ class CenterLoss(nn.Module):
             self.register_buffer("centers", initial)
         else:
             self.centers = nn.Parameter(initial)
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # the step's (x, y) parts
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
                 indices_tuple: object = None) -> torch.Tensor:
@@ -64,7 +66,9 @@ class CenterLoss(nn.Module):
         if self.update == "paper":
             centers = centers.detach()
             if self.training:
-                self._pending = (embeddings.detach(), labels.detach())
+                if self.first_micro_batch or self._pending is None:
+                    self._pending = []
+                self._pending.append((embeddings.detach(), labels.detach()))
         diff = embeddings - centers.to(embeddings.dtype)
         return 0.5 * (diff * diff).sum(dim=1).mean()
 
@@ -73,7 +77,8 @@ class CenterLoss(nn.Module):
         """Apply Eq. 4 with the batch of the last training forward (no-op otherwise)."""
         if self.update != "paper" or self._pending is None:
             return
-        embeddings, labels = self._pending
+        embeddings = torch.cat([x for x, _ in self._pending])
+        labels = torch.cat([y for _, y in self._pending])
         self._pending = None
         centers = self.centers
         delta_sum = torch.zeros_like(centers)

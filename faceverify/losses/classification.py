@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceverify.errors import InvalidInputError
+from faceverify.losses.micro_batch import MicroBatchAware
 
 
 def _init_weight(num_classes: int, embedding_dim: int) -> nn.Parameter:
@@ -156,12 +157,12 @@ class ArcFaceOptions:
     margin_warmup_iters: int = 0  # the margin grows linearly from 0 to m over these training iterations
 
 
-class ArcFaceLoss(_AdditiveMarginHead):
+class ArcFaceLoss(MicroBatchAware, _AdditiveMarginHead):
     """Additive angular margin loss (ArcFace), with the fallback where ``t_y + m > pi``.
 
     ``margin_warmup_iters``: the margin is ``m * min(1, it / warmup)`` at training iteration ``it``
-    (counted by the loss, saved in checkpoints), so a small network first learns to classify
-    before the margin bites.
+    (counted by the loss, once per optimiser step, saved in checkpoints), so a small network first
+    learns to classify before the margin bites.
     """
 
     def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.5,
@@ -180,7 +181,7 @@ class ArcFaceLoss(_AdditiveMarginHead):
     def margin_logits(self, embeddings: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                       bias: torch.Tensor | None = None) -> tuple[torch.Tensor, Best]:
         m = self.current_margin().to(embeddings.dtype)
-        if self.training:
+        if self.training and self.last_micro_batch:  # one count per optimiser step
             self.iteration += 1
         cos = _cosine(embeddings, weight)
         best = _best(cos)
@@ -213,7 +214,7 @@ def chebyshev(cos: torch.Tensor, m: int) -> torch.Tensor:
     return current
 
 
-class SphereFaceLoss(nn.Module):
+class SphereFaceLoss(MicroBatchAware, nn.Module):
     """Angular softmax (A-Softmax) with the annealed blend of the released SphereFace code."""
 
     def __init__(self, embedding_dim: int, num_classes: int, m: int = 4, base: float = 1000.0,
@@ -236,7 +237,7 @@ class SphereFaceLoss(nn.Module):
     def margin_logits(self, embeddings: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                       bias: torch.Tensor | None = None) -> tuple[torch.Tensor, Best]:
         lam = self.current_lambda()
-        if self.training:
+        if self.training and self.last_micro_batch:  # one count per optimiser step
             self.iteration += 1
         cos = _cosine(embeddings, weight)
         best = _best(cos)  # argmax of |x| cos t is argmax of cos t

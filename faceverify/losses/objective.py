@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from faceverify.config import ConfigError
@@ -31,6 +32,7 @@ from faceverify.losses.classification import (
     SphereFaceOptions,
 )
 from faceverify.losses.miners import build_miner
+from faceverify.losses.micro_batch import MicroBatchAware
 from faceverify.losses.partial_fc import (
     PartialFC,
     PartialFCOptions,
@@ -187,7 +189,31 @@ class Objective(nn.Module):
                 self.miners[name] = build_miner(choice, **options)
         self.classifier_name = next((n for n in active if n in CLASSIFIERS), None)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
+    def begin_step(self, labels: torch.Tensor) -> None:
+        """Before the micro-batches of one optimiser step (gradient accumulation): this rank's labels
+        of the whole step. The sharded heads gather them from every rank (a collective) so that their
+        sample holds every positive of the step. Not needed when a step is one forward."""
+        if not self.sharded:
+            return
+        gathered = labels
+        if self.world_size > 1:
+            parts = [torch.empty_like(labels) for _ in range(self.world_size)]
+            dist.all_gather(parts, labels.contiguous())
+            gathered = torch.cat(parts)
+        for name in self.sharded:
+            loss = self.losses[name]
+            if isinstance(loss, PartialFC):
+                loss.set_step_labels(gathered)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, micro_batch: int = 0,
+                micro_batches: int = 1) -> ObjectiveOutput:
+        """The loss of one batch, or of micro-batch ``micro_batch`` (0-based) of ``micro_batches``
+        making one optimiser step: the terms with per-step state then treat the step's micro-batches
+        as one batch (:mod:`faceverify.losses.micro_batch`)."""
+        first, last = micro_batch == 0, micro_batch == micro_batches - 1
+        for loss in self.losses.values():
+            if isinstance(loss, MicroBatchAware):
+                loss.set_micro_batch(first, last)
         # losses run in float32 (or float64 in tests) even when the network runs in bf16/fp16
         if embeddings.dtype not in (torch.float32, torch.float64):
             embeddings = embeddings.float()

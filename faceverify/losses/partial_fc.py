@@ -51,6 +51,7 @@ import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
 from faceverify.config import ConfigError, check_range
+from faceverify.losses.micro_batch import MicroBatchAware
 
 BLOCK_ROWS = 8192  # rows initialised from one random stream: the initial weights do not depend on the sharding
 _MASK64 = (1 << 64) - 1
@@ -233,7 +234,7 @@ def _sgd_rows(weight: torch.Tensor, momentum: torch.Tensor, rows: torch.Tensor |
     weight.index_copy_(0, rows, current - lr * step)
 
 
-class PartialFC(nn.Module):
+class PartialFC(MicroBatchAware, nn.Module):
     """One classification term over a shard of the classes: ``head(X [N, D], y [N]) -> L`` on the
     gathered batch (:func:`gather_batch`), then :meth:`apply_update` after the optimiser step.
 
@@ -242,6 +243,11 @@ class PartialFC(nn.Module):
     and their momentum are buffers: no optimiser and no DDP sees them. After a forward in training,
     ``predictions [B]`` holds, for this rank's own rows, the class with the best score without
     margin over the sampled classes of every rank (the full argmax when ``r = 1``).
+
+    Gradient accumulation (``k`` micro-batches a step): :meth:`set_step_labels` gives the step's
+    whole gathered batch of labels first, so the sample holds the positives of every micro-batch;
+    all ``k`` forwards use that one sample and the same leaf rows, whose gradients add up, and the
+    sample's step moves once — as one forward of the whole batch would.
     """
 
     SHARDED = ("weight", "weight_momentum", "bias", "bias_momentum")  # buffers whose rows are classes
@@ -270,37 +276,57 @@ class PartialFC(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # the sample's stream position
         self._host_step: int | None = None  # the step as a Python int (read from the buffer once)
         self._pending: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None] | None = None
+        self._step_labels: torch.Tensor | None = None  # the whole step's gathered labels (accumulation)
         self.predictions: torch.Tensor | None = None
         self.sampled_classes = shard.size
 
-    def sample(self, labels: torch.Tensor, step: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def _slots(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(local index, inside this shard, slot)`` of each label; labels of other shards get the spare
+        slot ``C_k``."""
+        local = labels - self.shard.start
+        inside = (local >= 0) & (local < self.shard.size)
+        return local, inside, torch.where(inside, local, torch.full_like(local, self.shard.size))
+
+    def sample(self, labels: torch.Tensor, step: int,
+               positives: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``(rows [S_k] of this shard in increasing order, or None for all; targets [N])``: the
-        positives of ``labels`` here and each other class with probability ``r``; ``targets`` are the
-        labels' columns among the rows (``-1`` for labels of other shards)."""
+        positives (``labels``, or the given ``positives``: a superset, e.g. the step's whole batch)
+        here and each other class with probability ``r``; ``targets`` are the labels' columns among
+        the rows (``-1`` for labels of other shards)."""
         shard, device = self.shard, self.weight.device
-        local = labels - shard.start
-        inside = (local >= 0) & (local < shard.size)
-        slot = torch.where(inside, local, torch.full_like(local, shard.size))  # outside -> a spare slot
+        local, inside, slot = self._slots(labels)
         if self.sample_rate >= 1.0:
             return None, torch.where(inside, local, torch.full_like(local, -1))
+        positive_slot = slot if positives is None else self._slots(positives)[2]
         keep = class_uniforms(self.seed, step, shard.start, shard.stop, device) < self.sample_rate
-        keep = torch.cat([keep, keep.new_zeros(1)]).index_fill_(0, slot, True)[: shard.size]
+        keep = torch.cat([keep, keep.new_zeros(1)]).index_fill_(0, positive_slot, True)[: shard.size]
         rows = keep.nonzero().squeeze(1)
         column = torch.cumsum(keep, 0) - 1  # a kept class's position among the rows
         return rows, torch.where(inside, column[slot.clamp_max(shard.size - 1)], torch.full_like(local, -1))
 
+    def set_step_labels(self, labels: torch.Tensor | None) -> None:
+        """The labels of the coming step's whole gathered batch (``None``: each forward's own)."""
+        self._step_labels = labels
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
         if self._host_step is None:
             self._host_step = int(self.step)
-        rows, targets = self.sample(labels, self._host_step)
-        if self.training:
+        rows, targets = self.sample(labels, self._host_step, self._step_labels)
+        continuing = self.training and not self.first_micro_batch and self._pending is not None
+        if self.training and self.last_micro_batch:
             self.step += 1
             self._host_step += 1
-        full = rows is None
-        weight = (self.weight if full else self.weight.index_select(0, rows)).detach().requires_grad_(self.training)
-        bias = None
-        if self.bias is not None:
-            bias = (self.bias if full else self.bias.index_select(0, rows)).detach().requires_grad_(self.training)
+            self._step_labels = None
+        if continuing:  # the step's same rows: their gradients add up in the same leaves
+            _, weight, bias = self._pending
+        else:
+            full = rows is None
+            weight = (self.weight if full else self.weight.index_select(0, rows)).detach().requires_grad_(self.training)
+            bias = None
+            if self.bias is not None:
+                bias = (self.bias if full else self.bias.index_select(0, rows)).detach().requires_grad_(self.training)
+        if hasattr(self.rule, "set_micro_batch"):
+            self.rule.set_micro_batch(self.first_micro_batch, self.last_micro_batch)
         logits, (best, column) = self.rule.margin_logits(embeddings, weight, targets, bias)
         self.sampled_classes = logits.shape[1]
         if self.training:
@@ -334,6 +360,7 @@ class PartialFC(nn.Module):
 
     def discard_pending(self) -> None:
         self._pending = None
+        self._step_labels = None
 
     @torch.no_grad()
     def apply_update(self, lr: float, sgd: RowSGD, grad_multiplier: float = 1.0) -> None:
@@ -356,7 +383,7 @@ class PartialFC(nn.Module):
             leaf.grad = None
 
 
-class ShardedCenterLoss(nn.Module):
+class ShardedCenterLoss(MicroBatchAware, nn.Module):
     """Wen et al.'s center loss (:mod:`faceverify.losses.center`, the paper's update) with the centers
     of a shard of the classes: ``loss(X [N, D], y [N])`` on the gathered batch. Rank ``k`` adds
     ``1/2 ||x_i - c_{y_i}||^2`` for the rows whose class it holds; the value (the all-reduced sum / N)
@@ -369,7 +396,7 @@ class ShardedCenterLoss(nn.Module):
         super().__init__()
         self.shard, self.alpha = shard, alpha
         self.register_buffer("centers", torch.zeros(shard.size, embedding_dim))
-        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # the step's parts
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
         local = labels - self.shard.start
@@ -378,7 +405,9 @@ class ShardedCenterLoss(nn.Module):
         diff = embeddings - self.centers.index_select(0, slot).to(embeddings.dtype)
         partial = 0.5 * ((diff * diff).sum(dim=1) * inside.to(diff.dtype)).sum() / labels.shape[0]
         if self.training:
-            self._pending = (embeddings.detach(), slot, inside)
+            if self.first_micro_batch or self._pending is None:
+                self._pending = []
+            self._pending.append((embeddings.detach(), slot, inside))
         if self.shard.world_size == 1:
             return partial
         total = partial.detach().clone()
@@ -393,7 +422,7 @@ class ShardedCenterLoss(nn.Module):
         """Eq. 4 on this shard's classes with the last training batch (no-op otherwise)."""
         if self._pending is None:
             return
-        embeddings, slot, inside = self._pending
+        embeddings, slot, inside = (torch.cat(parts) for parts in zip(*self._pending))
         self._pending = None
         weight = inside.to(self.centers.dtype).unsqueeze(1)
         delta_sum = torch.zeros_like(self.centers)

@@ -16,14 +16,25 @@
 ``width`` scales every channel count and ``input_size`` (H, W) fixes the final FC, so small
 variants train on a CPU. Registry: ``BACKBONES[name](embedding_dim=512, width=1.0,
 input_size=(112, 96))``.
+
+**Gradient checkpointing** (``model.gradient_checkpointing``, :func:`set_gradient_checkpointing`):
+every backbone keeps its convolutions in one ``features`` sequence and records where its stages
+end (``stage_bounds``); in training each stage then runs under ``torch.utils.checkpoint`` (the
+non-reentrant form), so only the stage inputs are kept and each stage's activations are recomputed
+in the backward pass. Loss and gradients are those of the plain forward. The recomputation would
+move the BatchNorm running statistics a second time; the recompute context restores them, so the
+running statistics also equal a plain run's.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager, nullcontext
+from functools import partial
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from faceverify.errors import InvalidInputError
 
@@ -34,6 +45,55 @@ def _ch(channels: int, width: float) -> int:
 
 def _prelu(channels: int) -> nn.PReLU:
     return nn.PReLU(channels, init=0.25)
+
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+@contextmanager
+def _running_stats_kept(segment: nn.Module) -> Iterator[None]:
+    """Around a checkpointed segment's recomputation: put its BatchNorm running statistics (and
+    counters) back as they were, so the recomputed forward does not update them twice."""
+    saved = [(buf, buf.clone()) for m in segment.modules() if isinstance(m, _NORMS)
+             for buf in m.buffers() if buf is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
+def _contexts(segment: nn.Module) -> tuple[object, object]:
+    return nullcontext(), _running_stats_kept(segment)
+
+
+class StagedFeatures(nn.Module):
+    """Base of the backbones: ``features`` (an ``nn.Sequential``) whose stages end at the indices
+    ``stage_bounds``, run whole or stage by stage under gradient checkpointing."""
+
+    features: nn.Sequential
+    stage_bounds: list[int]
+    gradient_checkpointing: bool = False
+
+    def run_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``features(x)``; with gradient checkpointing in training, each stage recomputed in backward."""
+        if not (self.gradient_checkpointing and self.training and torch.is_grad_enabled()):
+            return self.features(x)
+        start = 0
+        for stop in self.stage_bounds:
+            segment = self.features[start:stop]
+            x = checkpoint(segment, x, use_reentrant=False, context_fn=partial(_contexts, segment))
+            start = stop
+        return x
+
+
+def set_gradient_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch gradient checkpointing of a faceverify backbone on or off (returns the model)."""
+    if not isinstance(model, StagedFeatures):
+        raise InvalidInputError(f"{type(model).__name__} has no stages to checkpoint")
+    model.gradient_checkpointing = enabled
+    return model
 
 
 class PlainResidual(nn.Module):
@@ -62,8 +122,13 @@ def _conv_prelu(cin: int, cout: int, stride: int, padding: int, batch_norm: bool
 
 
 def _flat_size(features: nn.Module, input_size: tuple[int, int]) -> int:
+    """Size of the flattened feature map, from one forward in eval mode (a training-mode forward
+    would move the BatchNorm running statistics, and fail where the last map is 1x1)."""
+    features.eval()
     with torch.no_grad():
-        return int(features(torch.zeros(1, 3, *input_size)).numel())
+        size = int(features(torch.zeros(1, 3, *input_size)).numel())
+    features.train()
+    return size
 
 
 def _init_plain(module: nn.Module) -> None:
@@ -82,7 +147,7 @@ def _init_plain(module: nn.Module) -> None:
                     nn.init.normal_(m.weight, std=0.01)
 
 
-class FaceResNet27(nn.Module):
+class FaceResNet27(StagedFeatures):
     """Wen et al.'s released Face-ResNet (see the module docstring)."""
 
     def __init__(self, embedding_dim: int = 512, width: float = 1.0, input_size: tuple[int, int] = (112, 96),
@@ -95,20 +160,22 @@ class FaceResNet27(nn.Module):
             *_conv_prelu(c[0], c[1], 1, 0, batch_norm),  # conv1b
             nn.MaxPool2d(2, 2),
         ]
+        self.stage_bounds = [len(layers)]
         for stage, count in enumerate(blocks):
             width_here = c[stage + 1]
             layers += [PlainResidual(width_here, batch_norm) for _ in range(count)]
             if stage < 3:
                 layers += [*_conv_prelu(width_here, c[stage + 2], 1, 0, batch_norm), nn.MaxPool2d(2, 2)]
+            self.stage_bounds.append(len(layers))
         self.features = nn.Sequential(*layers)
         self.fc5 = nn.Linear(_flat_size(self.features, input_size), embedding_dim)
         _init_plain(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc5(torch.flatten(self.features(x), 1))
+        return self.fc5(torch.flatten(self.run_features(x), 1))
 
 
-class SphereNet(nn.Module):
+class SphereNet(StagedFeatures):
     """SphereFace residual network with ``units`` residual units per stage."""
 
     def __init__(self, units: tuple[int, int, int, int], embedding_dim: int = 512, width: float = 1.0,
@@ -117,16 +184,18 @@ class SphereNet(nn.Module):
         channels = [_ch(n, width) for n in (64, 128, 256, 512)]
         layers: list[nn.Module] = []
         cin = 3
+        self.stage_bounds = []
         for cout, count in zip(channels, units):
             layers += _conv_prelu(cin, cout, 2, 1, batch_norm)
             layers += [PlainResidual(cout, batch_norm) for _ in range(count)]
+            self.stage_bounds.append(len(layers))
             cin = cout
         self.features = nn.Sequential(*layers)
         self.fc5 = nn.Linear(_flat_size(self.features, input_size), embedding_dim)
         _init_plain(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc5(torch.flatten(self.features(x), 1))
+        return self.fc5(torch.flatten(self.run_features(x), 1))
 
 
 class IRBlock(nn.Module):
@@ -150,7 +219,7 @@ class IRBlock(nn.Module):
         return self.body(x) + self.shortcut(x)
 
 
-class IResNet(nn.Module):
+class IResNet(StagedFeatures):
     """ArcFace's IResNet with the BN-Dropout-FC-BN embedding head."""
 
     def __init__(self, units: tuple[int, int, int, int], embedding_dim: int = 512, width: float = 1.0,
@@ -160,11 +229,14 @@ class IResNet(nn.Module):
         stem = _ch(64, width)
         layers: list[nn.Module] = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), _prelu(stem)]
         cin = stem
+        self.stage_bounds = [len(layers)]
         for cout, count in zip(channels, units):
             for i in range(count):
                 layers.append(IRBlock(cin, cout, 2 if i == 0 else 1))
                 cin = cout
+            self.stage_bounds.append(len(layers))
         layers.append(nn.BatchNorm2d(cin, eps=1e-5))
+        self.stage_bounds[-1] = len(layers)  # the last BN runs with the last stage
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(_flat_size(self.features, input_size), embedding_dim)
@@ -178,7 +250,7 @@ class IResNet(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.features(x), 1))
+        x = self.dropout(torch.flatten(self.run_features(x), 1))
         return self.embedding_bn(self.fc(x))
 
 

@@ -24,12 +24,13 @@ class TrainStep(nn.Module):
         self.objective = objective
         self.amp_dtype = amp_dtype
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, micro_batch: int = 0,
+                micro_batches: int = 1) -> ObjectiveOutput:
         with torch.autocast(images.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             embeddings = self.backbone(images)
         with torch.autocast(images.device.type, enabled=False):
-            return self.objective(embeddings.float(), labels)
+            return self.objective(embeddings.float(), labels, micro_batch, micro_batches)
 
 
 def _backbone_parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:

@@ -21,7 +21,7 @@ from faceverify.losses.objective import LossConfig
 RESUME_NEUTRAL: tuple[str, ...] = (
     "out", "device", "compile", "channels_last", "deterministic", "log_every", "checkpoint_every",
     "keep_best", "tensorboard", "progress", "data.workers", "data.pin_memory", "data.source", "data.decode",
-    "optim.max_iters",
+    "optim.max_iters", "model.gradient_checkpointing",
 )
 
 
@@ -54,6 +54,9 @@ class ModelConfig:
     # HxW the network takes; "" = the data's crop size. A 112x96 network on 112x112 data gets the
     # template crop (columns 8..103) on the device; other sizes of the same aspect are resized.
     input: str = ""
+    # recompute each stage's activations in the backward pass instead of keeping them (less memory,
+    # about one more forward of compute; same loss and gradients)
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         check_range("embedding_dim", self.embedding_dim, 1)
@@ -80,9 +83,14 @@ class OptimConfig:
     warmup_factor: float = 0.1  # lr multiplier at iteration 0 of the warm-up
     max_iters: int = 28000
     clip_grad_norm: float = 0.0  # 0 = off
+    # gradient accumulation: each rank's share of a batch runs as this many micro-batches, one
+    # optimiser step (the batch, schedule and sampler are unchanged; the activations of one
+    # micro-batch at a time are kept). Equal to the whole batch for terms without batch statistics.
+    accumulate: int = 1
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0, strict_min=True)
+        check_range("accumulate", self.accumulate, 1)
         check_range("momentum", self.momentum, 0, 1, strict_max=True)
         check_range("weight_decay", self.weight_decay, 0)
         check_range("gamma", self.gamma, 0, strict_min=True)
@@ -142,6 +150,15 @@ class EvalDuringTraining:
 
 
 @dataclass
+class DDPConfig:
+    """Distributed data parallel settings (runs under torchrun only)."""
+
+    # gradients cast to bfloat16 / float16 for the all-reduce and back (torch's DDP communication
+    # hooks, bf16_compress_hook / fp16_compress_hook): half the bytes on the wire
+    compress: Literal["none", "bf16", "fp16"] = "none"
+
+
+@dataclass
 class TrainConfig:
     out: str = "runs/train"
     seed: int = 0
@@ -160,6 +177,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalDuringTraining = field(default_factory=EvalDuringTraining)
+    ddp: DDPConfig = field(default_factory=DDPConfig)
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -171,14 +189,14 @@ class TrainConfig:
 
 def upgrade_saved_config(saved: dict) -> dict:
     """A checkpoint's resolved config in today's keys: ``data.packed`` became ``data.source``;
-    keys added since (``model.input``, ``data.decode``, ``eval.bins``, ``eval.best``) get their
-    defaults. Returns a new mapping."""
+    keys and sections added since (``model.input``, ``data.decode``, ``eval.bins``, ``eval.best``,
+    ``optim.accumulate``, ``ddp``, ...) get their defaults. Returns a new mapping."""
     upgraded = copy.deepcopy(saved)
     data = upgraded.setdefault("data", {})
     if "packed" in data:
         data.setdefault("source", data.pop("packed"))
     defaults = to_dict(TrainConfig())
-    for section in ("data", "model", "eval", "optim", "loss"):
+    for section in ("data", "model", "eval", "optim", "loss", "ddp"):
         for key, value in defaults[section].items():
             upgraded.setdefault(section, {}).setdefault(key, copy.deepcopy(value))
     return upgraded

@@ -31,11 +31,13 @@ import signal
 import sys
 import time
 from collections import deque
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -50,7 +52,7 @@ from faceverify.errors import InvalidInputError
 from faceverify.evaluation.benchmarks import benchmarks_from, check_benchmarks
 from faceverify.io import write_json, write_text
 from faceverify.losses.objective import Objective, ObjectiveOutput
-from faceverify.models.backbones import build_backbone
+from faceverify.models.backbones import build_backbone, set_gradient_checkpointing
 from faceverify.provenance import git_commit
 from faceverify.training import distributed
 from faceverify.training.checkpoint import load_checkpoint, save_checkpoint
@@ -71,6 +73,10 @@ from faceverify.training.periodic_eval import evaluate_during_training
 from faceverify.training import sharded_checkpoint
 from faceverify.losses.partial_fc import RowSGD
 
+
+
+# ddp.compress -> torch's DDP communication hook: gradients cast for the all-reduce, averaged, cast back
+COMPRESS_HOOKS = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}
 
 
 class Trainer:
@@ -124,6 +130,8 @@ class Trainer:
         check_fit(self.data_size, self.input_size)
         self.backbone = build_backbone(config.model.backbone, config.model.embedding_dim, config.model.width,
                                        self.input_size, config.model.batch_norm).to(device)
+        if config.model.gradient_checkpointing:
+            set_gradient_checkpointing(self.backbone)
         if config.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.objective = Objective(config.loss, config.model.embedding_dim, self.dataset.num_classes,
@@ -143,6 +151,15 @@ class Trainer:
                 self.step_module, [f"objective.{name}" for name in self.objective.ddp_ignored()])
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[device.index] if device.type == "cuda" else None)
+            if config.ddp.compress != "none":
+                self.step_module.register_comm_hook(None, COMPRESS_HOOKS[config.ddp.compress])
+        elif config.ddp.compress != "none" and self.info.is_main:
+            print(f"faceverify train: ddp.compress={config.ddp.compress} has no effect in one process "
+                  "(it compresses DDP's gradient all-reduce under torchrun)", file=sys.stderr, flush=True)
+        share = config.data.batch_size // self.info.world_size
+        if share % config.optim.accumulate:
+            raise InvalidInputError(f"optim.accumulate = {config.optim.accumulate} must divide each process's "
+                                    f"batch ({config.data.batch_size} / {self.info.world_size} = {share})")
         self.optimizer, self.scheduler = build_optimizer(self.backbone, self.objective, config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
         self.sampler = build_sampler(self.dataset, config, self.objective.needs_pk_sampling, self.info.world_size,
@@ -262,9 +279,8 @@ class Trainer:
         if self.config.data.flip:
             images = step_flip(images, self.config.seed, self.state.step, self.info.world_size, self.info.rank)
         labels = labels.to(device, non_blocking=True)
-        output: ObjectiveOutput = self.step_module(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(output.total).backward()
+        output = self._forward_backward(images, labels)
         if self.config.optim.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.step_module.parameters(), self.config.optim.clip_grad_norm)
@@ -288,6 +304,28 @@ class Trainer:
             self._counted += labels.numel()
             self._recent.append((correct, labels.numel()))
         return output
+
+    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
+        """Forward and backward of one step's batch, as ``optim.accumulate`` micro-batches: each
+        micro-batch's loss is weighted by its share of the batch, so the gradients add up to the
+        whole batch's mean; DDP all-reduces once, after the last (``no_sync`` before it)."""
+        count = min(self.config.optim.accumulate, len(labels))
+        if count <= 1:
+            output: ObjectiveOutput = self.step_module(images, labels)
+            self.scaler.scale(output.total).backward()
+            return output
+        self.objective.begin_step(labels)
+        parts: list[ObjectiveOutput] = []
+        shares: list[float] = []
+        for index, (chunk, chunk_labels) in enumerate(zip(images.tensor_split(count), labels.tensor_split(count))):
+            share = len(chunk_labels) / len(labels)
+            syncing = index == count - 1 or not self.info.distributed
+            with nullcontext() if syncing else self.step_module.no_sync():
+                part: ObjectiveOutput = self.step_module(chunk, chunk_labels, index, count)
+                self.scaler.scale(part.total * share).backward()
+            parts.append(part)
+            shares.append(share)
+        return combine_micro_batches(parts, shares)
 
     def check_finite(self) -> None:
         """Read the loss values of the steps since the last check (one host sync); raise
@@ -409,6 +447,17 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         return evaluate_during_training(self)
+
+
+def combine_micro_batches(parts: list[ObjectiveOutput], shares: list[float]) -> ObjectiveOutput:
+    """One step's output from its micro-batches': each value the share-weighted mean (the whole
+    batch's mean for per-sample terms), the predictions concatenated in batch order."""
+    values = {name: sum(part.values[name] * share for part, share in zip(parts, shares))
+              for name in parts[0].values}
+    predictions = None
+    if parts[0].predictions is not None:
+        predictions = torch.cat([part.predictions for part in parts])
+    return ObjectiveOutput(values["total"], values, predictions)
 
 
 def train(config: TrainConfig, callbacks: list[Callable[[Trainer], None]] | None = None,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from faceverify.models import BACKBONES, build_backbone, count_macs, count_parameters
+from faceverify.models.backbones import set_gradient_checkpointing
 
 # Parameter counts of the full-size networks at their standard input, 512-d output.
 FULL_SIZE_PARAMETERS = {
@@ -63,3 +66,32 @@ def test_face_resnet27_has_27_conv_layers_and_a_5x4_final_map():
 def test_unknown_backbone_lists_the_valid_ones():
     with pytest.raises(ValueError, match="valid: face_resnet27, sphere20"):
         build_backbone("resnet9000")
+
+
+@pytest.mark.parametrize("name,batch_norm", [("iresnet18", None), ("face_resnet27", True), ("sphere20", False)])
+def test_gradient_checkpointing_gives_the_plain_loss_gradients_and_running_statistics(name, batch_norm):
+    torch.manual_seed(3)
+    plain = build_backbone(name, 16, 0.125, (56, 48), batch_norm).double().train()
+    checkpointed = set_gradient_checkpointing(copy.deepcopy(plain))
+    assert len(checkpointed.stage_bounds) >= 4 and checkpointed.stage_bounds[-1] == len(checkpointed.features)
+    images = torch.randn(6, 3, 56, 48, dtype=torch.float64)
+    for model in (plain, checkpointed):
+        (model(images) ** 2).sum().backward()
+    for (key, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=1e-12, msg=key)
+    # the recomputation in backward must not move the BatchNorm statistics a second time
+    for (key, a), b in zip(plain.named_buffers(), checkpointed.buffers()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=key)
+    if batch_norm is not False:
+        assert int(dict(checkpointed.named_buffers())["features.1.num_batches_tracked"]) == 1
+    checkpointed.eval()  # evaluation runs the plain forward
+    torch.testing.assert_close(checkpointed(images), plain.eval()(images), rtol=0, atol=0)
+
+
+def test_building_a_network_leaves_its_batch_norm_statistics_untouched():
+    model = build_backbone("face_resnet27", 16, 0.125, (56, 48), True)  # a 1x1 last map: failed in train mode
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert int(module.num_batches_tracked) == 0 and bool((module.running_var == 1).all())
+    assert model.training
