@@ -134,18 +134,26 @@ class FaceDetector:
                     f"({self.min_face_size} px)")
         return ""
 
+    def _mtcnn(self, batch: np.ndarray) -> list[tuple]:
+        """MTCNN on a stack of equal-sized images. One image runs as a batch of two (itself twice,
+        the first result kept): MTCNN's batched arithmetic gives the same result for an image
+        whatever else its batch holds, but a batch of one takes another path whose landmarks
+        differ in the 5th digit; this way a photo's detection does not depend on its batch, so a
+        resumed, a sharded and an unsharded run give the same rows."""
+        single = len(batch) == 1
+        boxes, probs, points = self.mtcnn.detect(np.concatenate([batch, batch]) if single else batch, landmarks=True)
+        return list(zip(boxes, probs, points))[: len(batch)]
+
     def _detect_group(self, batch: np.ndarray) -> list[tuple | Exception]:
         """MTCNN on equal-sized images -> per image ``(boxes, probs, points)`` (``None``s when no
         face) or the exception it raised; after a failure of the batch each image is run alone."""
         try:
-            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
-            return list(zip(boxes, probs, points))
+            return self._mtcnn(batch)
         except (RuntimeError, IndexError, ValueError):
             alone: list[tuple | Exception] = []
             for image in batch:
                 try:
-                    boxes, probs, points = self.mtcnn.detect(image[None], landmarks=True)
-                    alone.append((boxes[0], probs[0], points[0]))
+                    alone.append(self._mtcnn(image[None])[0])
                 except (RuntimeError, IndexError, ValueError) as err:
                     alone.append(err)
             return alone

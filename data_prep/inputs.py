@@ -20,7 +20,7 @@ from faceverify.data.lfw import IMAGE_EXTENSIONS
 from faceverify.io import folder_overlap, read_json
 
 RUN_FILE = ".align_run.json"
-# AlignConfig keys whose values change the crops; the others (device, batch_size, workers, limit)
+# AlignConfig keys whose values change the crops; the others (device, batch_size, threads, workers, limit)
 # change only speed or how much is done, and may differ between runs into the same DST.
 RESULT_SETTINGS = ("template", "scale", "on_fail", "landmarks_for", "policy", "ext", "thresholds",
                    "min_face_size", "max_side")

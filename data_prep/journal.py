@@ -11,6 +11,22 @@ from data_prep.manifest import MANIFEST_COLUMNS
 from faceverify.io import atomic_write
 
 
+def read_journal(path: Path) -> dict[str, dict[str, str]]:
+    """The intact rows of a journal by source path, reading only (torn or damaged lines dropped;
+    no file: none)."""
+    rows: dict[str, dict[str, str]] = {}
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header == MANIFEST_COLUMNS + ["crc"]:
+                for fields in reader:
+                    if len(fields) == len(MANIFEST_COLUMNS) + 1 and fields[-1] == Journal._crc(fields[:-1]):
+                        row = dict(zip(MANIFEST_COLUMNS, fields))
+                        rows[row["src"]] = row
+    return rows
+
+
 class Journal:
     """Append-only record of finished images.
 
@@ -20,16 +36,7 @@ class Journal:
 
     def __init__(self, path: Path):
         self.path = path
-        self.rows: dict[str, dict[str, str]] = {}
-        if path.is_file():
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, None)
-                if header == MANIFEST_COLUMNS + ["crc"]:
-                    for fields in reader:
-                        if len(fields) == len(MANIFEST_COLUMNS) + 1 and fields[-1] == self._crc(fields[:-1]):
-                            row = dict(zip(MANIFEST_COLUMNS, fields))
-                            self.rows[row["src"]] = row
+        self.rows: dict[str, dict[str, str]] = read_journal(path)
         # rewrite a clean journal so a torn line never sits in the middle of the file
         self.rewrite()
         self._handle = open(path, "a", newline="", encoding="utf-8")

@@ -26,7 +26,8 @@ class AlignConfig:
     policy: Literal["center", "largest", "most-confident"] = "center"
     device: str = "auto"
     batch_size: int = 8
-    workers: int = 2  # threads decoding and writing, overlapped with detection
+    threads: int = 2  # threads decoding and writing, overlapped with detection
+    workers: int = 1  # processes, each aligning one shard of the photos (data_prep.shards), then merged
     ext: Literal["png", "jpg"] = "png"
     thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
     min_face_size: int = 20
@@ -37,7 +38,8 @@ class AlignConfig:
         check_device(self.device)
         check_range("scale", self.scale, 0, strict_min=True)
         check_range("batch_size", self.batch_size, 1)
-        check_range("workers", self.workers, 0)
+        check_range("threads", self.threads, 0)
+        check_range("workers", self.workers, 1)
         check_range("min_face_size", self.min_face_size, 1)
         check_range("max_side", self.max_side, 12)
         check_range("limit", self.limit, 0)
@@ -61,7 +63,8 @@ ALIGN_FLAGS: dict[str, str] = {
     "policy": "which face of a multi-face photo: centre, largest, most-confident",
     "device": "auto, cpu, cuda, cuda:N",
     "batch_size": "images per MTCNN batch",
-    "workers": "decode/write threads",
+    "threads": "decode/write threads per process",
+    "workers": "processes on this machine, each aligning a shard of the photos, merged at the end",
     "ext": "crop file format",
     "min_face_size": "MTCNN's smallest face, in pixels",
     "limit": "only the first N images (sorted); 0 = all",

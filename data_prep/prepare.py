@@ -34,8 +34,11 @@ recorded as ``fallback``; with ``skip`` they stay ``no_face`` and get no crop. A
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections import Counter
+from dataclasses import replace
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -55,7 +58,8 @@ from data_prep.inputs import (  # noqa: F401 - part of the alignment API
     read_landmarks_file,
     result_settings,
 )
-from data_prep.journal import Journal
+from data_prep.journal import Journal, read_journal
+from data_prep.shards import Shard, check_parts, remove_parts, shard_parts
 from data_prep.manifest import (  # noqa: F401 - read_manifest, MANIFEST_COLUMNS: part of the alignment API
     LANDMARK_COLUMNS,
     MANIFEST_COLUMNS,
@@ -67,7 +71,7 @@ from data_prep.manifest import (  # noqa: F401 - read_manifest, MANIFEST_COLUMNS
 from data_prep.options import ALIGN_FLAGS, AlignConfig  # noqa: F401 - the options live there
 from faceverify.config import to_dict
 from faceverify.data.images import UnreadableImageError, read_rgb
-from faceverify.locks import lock_output
+from faceverify.locks import OutputInUseError, OutputLock, lock_output
 from faceverify.io import check_writable_dir, move_aside, write_bytes, write_json
 from faceverify.progress import progress_bar
 
@@ -131,14 +135,26 @@ def align_tree(
     progress: bool = True,
     only: set[str] | None = None,
     restart: bool = False,
+    shard: Shard | None = None,
 ) -> dict:
     """Align every image under ``src`` into ``dst``; returns the summary (also ``summary.json``).
 
     ``only`` restricts the run to those source paths (relative, e.g. ``Name/Name_0001.jpg``).
     ``restart`` moves an existing ``dst`` aside (``dst.old-<time>``) and starts over.
+    ``shard`` aligns only that shard's photos, into its own part of ``dst``
+    (:mod:`data_prep.shards`; the summary is the part's). ``config.workers > 1`` runs that many
+    shard processes side by side and then merges them (the summary is the merged run's).
     """
     config = config or AlignConfig()
     src, dst = Path(src), Path(dst)
+    if shard is not None and restart:
+        raise AlignmentError("--restart moves the whole DST aside, other shards' work included: run it as a "
+                             "plain `faceverify align SRC DST --restart`, then start the shards")
+    if config.workers > 1:
+        if shard is not None:
+            raise AlignmentError(f"--workers {config.workers} splits the run into shards itself; give --shard or "
+                                 "--workers, not both")
+        return _align_in_processes(src, dst, config, detector, progress, only, restart)
     check_separate(src, dst)
     template = get_template(config.template, config.scale)
     on_fail = config.resolved_on_fail()
@@ -151,11 +167,22 @@ def align_tree(
         sources = [s for s in sources if s.rel in only]
     if config.limit:
         sources = sources[: config.limit]
+    if shard is not None:  # after the limit: the shards of a limited run split the same photos
+        sources = [s for s in sources if shard.holds(s.rel)]
     supplied = read_landmarks_file(config.landmarks_file) if config.landmarks_file else {}
     settings = result_settings(config)
     check_writable_dir(dst, "DST")
     existed = dst.exists()
-    lock = lock_output(dst, "align")  # one align per DST, held until this function returns
+    if shard is None:
+        lock = _lock_whole(dst)  # one plain align per DST and no shard beside it, until this returns
+        part_lock = None
+    else:  # shards share DST; each holds its own part
+        lock = lock_output(dst, f"align (shard {shard})", shared=True)
+        try:
+            part_lock = lock_output(shard.folder(dst), f"align shard {shard}")
+        except BaseException:
+            lock.release()
+            raise
     moved = None
     try:
         if restart and existed:
@@ -164,33 +191,62 @@ def align_tree(
             lock.release()
             lock = fresh
         return _align_locked(src, dst, config, detector, progress, sources, listed, listing, supplied, settings,
-                             template, on_fail, moved)
+                             template, on_fail, moved, shard)
     finally:
+        if part_lock is not None:
+            part_lock.release()
         lock.release()
+
+
+def _lock_whole(dst: Path) -> OutputLock:
+    """DST's exclusive lock for a plain run; refused while another plain run or any shard runs."""
+    try:
+        return lock_output(dst, "align")
+    except OutputInUseError as err:
+        running = []
+        for shard, folder in shard_parts(dst):
+            try:
+                lock_output(folder, "probe").release()
+            except OutputInUseError:
+                running.append(str(shard))
+        if running:
+            raise OutputInUseError(
+                f"{dst} is being aligned by shard(s) {', '.join(running)} right now; a plain align merges the "
+                "shards' parts, so run it when they have ended") from None
+        raise err
 
 
 def _align_locked(src: Path, dst: Path, config: AlignConfig, detector: FaceDetector | None, progress: bool,
                   sources: list[Source], listed: set[str], listing: dict, supplied: dict, settings: dict,
-                  template: Template, on_fail: str, moved: Path | None) -> dict:
+                  template: Template, on_fail: str, moved: Path | None, shard: Shard | None = None) -> dict:
     """:func:`align_tree`'s work, once it holds DST's lock (``listed``: every source's path; ``listing``:
-    what :func:`list_sources` counted)."""
+    what :func:`list_sources` counted). A shard keeps its journal, settings, manifest and summary in
+    its own folder and reads DST's journal without writing it; a plain run first merges the parts."""
     check_settings(dst, settings)
-    dst.mkdir(parents=True, exist_ok=True)
-    write_json(dst / RUN_FILE, {"settings": settings, "src": str(src.resolve())})
-    journal = Journal(dst / JOURNAL)
+    check_parts(dst, settings, shard)
+    home = dst if shard is None else shard.folder(dst)
+    home.mkdir(parents=True, exist_ok=True)
+    write_json(home / RUN_FILE, {"settings": settings, "src": str(src.resolve())})
+    journal = Journal(home / JOURNAL)
+    merged = _merge_parts(journal, dst) if shard is None else 0
+    earlier = read_journal(dst / JOURNAL) if shard is not None else {}  # a plain run's rows: read only
     removed = _remove_gone(journal, listed, dst)
+
+    def known(rel: str) -> dict[str, str] | None:
+        return journal.rows.get(rel) or earlier.get(rel)
+
     fingerprints = {s.rel: s.fingerprint(src) for s in sources}
     started = time.perf_counter()
     processed = 0
     try:
         pending = [b for b in _batches(sources, config.batch_size)
-                   if not all(_done(journal.rows.get(s.rel), dst, fingerprints[s.rel]) for s in b)]
+                   if not all(_done(known(s.rel), dst, fingerprints[s.rel]) for s in b)]
         if pending:
             detector = detector or FaceDetector(
                 config.device, config.thresholds, config.min_face_size, config.max_side
             )
         total = sum(len(b) for b in pending)
-        with ThreadPoolExecutor(max(config.workers, 1)) as pool, progress_bar(
+        with ThreadPoolExecutor(max(config.threads, 1)) as pool, progress_bar(
             total=total, desc="align", unit="img", enabled=progress
         ) as bar:
             decoded: dict[int, list[Future]] = {}
@@ -209,7 +265,7 @@ def _align_locked(src: Path, dst: Path, config: AlignConfig, detector: FaceDetec
                 detections = detector.detect([images[i] for i in readable]) if readable else []
                 found = dict(zip(readable, detections))
                 for i, source in enumerate(batch):
-                    if _done(journal.rows.get(source.rel), dst, fingerprints[source.rel]):
+                    if _done(known(source.rel), dst, fingerprints[source.rel]):
                         continue  # finished before an interruption; identical if redone
                     writes.append(pool.submit(
                         _finish_one, source, images[i], found.get(i), supplied, config, template, dst,
@@ -225,12 +281,19 @@ def _align_locked(src: Path, dst: Path, config: AlignConfig, detector: FaceDetec
                 bar.update(1)
                 processed += 1
         detect_seconds = time.perf_counter() - started
-        fallback = _apply_fallback(sources, journal, on_fail, template, src, dst, config)
+        if shard is None:
+            fallback = _apply_fallback(sources, journal, on_fail, template, src, dst, config)
+        else:  # the mean landmarks need every shard's detections
+            fallback = {"applied": 0, "note": "deferred to the plain align that merges the shards"}
     finally:
         journal.close()
-    rows = [journal.rows[s.rel] for s in sources]
-    write_manifest(dst / "manifest.csv", rows)
+    rows = [known(s.rel) for s in sources]
+    write_manifest(home / "manifest.csv", rows)
     listing["removed_crops_of_vanished_sources"] = removed
+    if shard is not None:
+        listing["shard"] = str(shard)
+    if merged:
+        listing["rows_merged_from_shards"] = merged
     if moved is not None:
         listing["previous_run_moved_to"] = str(moved)
     counts = Counter(r["status"] for r in rows)
@@ -249,8 +312,58 @@ def _align_locked(src: Path, dst: Path, config: AlignConfig, detector: FaceDetec
         **listing,
         "config": to_dict(config),
     }
-    write_json(dst / "summary.json", summary)
+    write_json(home / "summary.json", summary)
     return summary
+
+
+def _merge_parts(journal: Journal, dst: Path) -> int:
+    """Fold every shard part's rows into DST's journal (a shard's row is newer than DST's), then
+    remove the parts; returns how many rows came in. Killed in between, the next run merges the
+    same rows again."""
+    parts = shard_parts(dst)
+    count = 0
+    for _, folder in parts:
+        for rel, row in read_journal(folder / JOURNAL).items():
+            journal.rows[rel] = row
+            count += 1
+    if parts:
+        journal.rewrite_open()
+        remove_parts(dst)
+    return count
+
+
+def _shard_process(src: Path, dst: Path, config: AlignConfig, progress: bool, only: set[str] | None,
+                   shard: Shard) -> None:
+    """One of ``--workers`` processes: its share of the cores, its shard."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // shard.count))
+    align_tree(src, dst, config, progress=progress, only=only, shard=shard)
+
+
+def _align_in_processes(src: Path, dst: Path, config: AlignConfig, detector: FaceDetector | None, progress: bool,
+                        only: set[str] | None, restart: bool) -> dict:
+    """``config.workers`` shard processes side by side, then the plain run that merges them (and
+    aligns what a failed shard left). A failed shard is named; its work so far is kept."""
+    count = config.workers
+    one = replace(config, workers=1)
+    if restart:  # move DST aside once, before any shard starts
+        lock = _lock_whole(dst)
+        lock.release()
+        if dst.exists():
+            move_aside(dst)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_shard_process, args=(src, dst, one, progress and k == 1, only, Shard(k, count)),
+                                 name=f"align shard {k}/{count}") for k in range(1, count + 1)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [f"{p.name} (exit code {p.exitcode})" for p in processes if p.exitcode != 0]
+    if failed:
+        raise AlignmentError(f"{', '.join(failed)} failed (see above); what the shards finished is kept: re-run "
+                             "the same command to resume")
+    return align_tree(src, dst, one, detector, progress, only)
 
 
 def _remove_gone(journal: Journal, listed: set[str], dst: Path) -> int:

@@ -103,7 +103,11 @@ def benchmark_section() -> str:
         parts.append(
             f"- **Alignment pipeline** (read, detect, align, write, manifest): "
             f"{float(row['pipeline_images_per_s']):.1f} images/s against {float(row['bare_mtcnn_images_per_s']):.1f} "
-            f"for bare batched MTCNN on the same images, ratio {float(row['ratio']):.2f} (target 0.85).")
+            f"for bare batched MTCNN on the same images, ratio {float(row['ratio']):.2f} (target 0.85)"
+            + (f"; two processes (`--workers 2`, one shard each, merged) {float(row['pipeline_2_processes_images_per_s']):.1f} "
+               f"images/s, {float(row['two_processes_vs_one']):.2f}x one process (target 1.3; {row['images']} LFW photos, "
+               f"{row['device']}, commit {row['commit']}, start-up of the processes included)"
+               if row.get("pipeline_2_processes_images_per_s") else "") + ".")
     rows = _rows(ROOT / "results" / "benchmarks" / "losses.csv")
     if rows:
         latest = {r["loss"]: r for r in rows}

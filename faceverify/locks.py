@@ -80,11 +80,15 @@ def _holder(path: Path) -> dict:
     return {}
 
 
-def lock_output(folder: str | Path, what: str = "run", beside: bool = False) -> OutputLock:
+def lock_output(folder: str | Path, what: str = "run", beside: bool = False, shared: bool = False) -> OutputLock:
     """Take the exclusive lock of output ``folder`` (created if missing) or refuse at once.
 
     ``beside=True`` locks ``<parent>/.<name>.lock`` instead, for an output written under a
     temporary name and renamed into place (``pack``), which does not exist while it is written.
+    ``shared=True`` takes a shared lock: any number of shared holders at once (the shards of one
+    ``align``, each of which also locks its own folder exclusively), but none beside an exclusive
+    one. A shared holder clears the file's record instead of writing its own (the shards' own locks
+    hold theirs); refused, an exclusive request then names the holder as "?".
 
     Raises:
         OutputInUseError: another process holds it; the message names the holder's PID, host,
@@ -99,10 +103,10 @@ def lock_output(folder: str | Path, what: str = "run", beside: bool = False) -> 
         path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        holder = _holder(path)
+        holder = _holder(path)  # empty when shared holders have it (they clear the record)
         pid, host = holder.get("pid", "?"), holder.get("host", "?")
         elsewhere = " (another machine, on a shared file system)" if host not in ("?", socket.gethostname()) else ""
         raise OutputInUseError(
@@ -112,6 +116,9 @@ def lock_output(folder: str | Path, what: str = "run", beside: bool = False) -> 
     except BaseException:
         os.close(fd)
         raise
+    if shared:  # no one record for many holders; an old exclusive holder's would mislead
+        os.ftruncate(fd, 0)
+        return OutputLock(path, fd, folder)
     record = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
               "what": what}

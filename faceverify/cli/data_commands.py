@@ -24,19 +24,30 @@ def add_align(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p, AlignConfig, ALIGN_FLAGS)
     p.add_argument("--restart", action="store_true",
                    help="move an existing DST aside (to DST.old-<time>, nothing is deleted) and start over")
+    p.add_argument("--shard", metavar="K/N",
+                   help="align only shard K of N (by a hash of each photo's path) into DST/.shards/K-of-N; N "
+                        "processes or machines may run at once; a plain run afterwards merges them. Under "
+                        "torchrun the shard is the rank")
     p.set_defaults(func=run_align, takes_overrides=True)
 
 
 def run_align(args: argparse.Namespace) -> int:
     from data_prep.prepare import ALIGN_FLAGS, AlignConfig, align_tree
+    from data_prep.shards import parse_shard, shard_from_environment
 
     config = config_from_args(AlignConfig, args, ALIGN_FLAGS)
-    summary = align_tree(args.src, args.dst, config, restart=args.restart)
+    shard = parse_shard(args.shard) if args.shard else (shard_from_environment() if config.workers == 1 else None)
+    summary = align_tree(args.src, args.dst, config, restart=args.restart, shard=shard)
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
     speed = summary["images_per_second"]
-    print(f"aligned {summary['sources']} images: {counts}"
-          + (f"; {speed:.1f} images/s this run" if speed else "; nothing left to do"))
-    print(f"wrote {args.dst / 'manifest.csv'} and {args.dst / 'summary.json'}")
+    what = f"shard {shard}: aligned {summary['sources']} of its images" if shard else f"aligned {summary['sources']} images"
+    print(f"{what}: {counts}" + (f"; {speed:.1f} images/s this run" if speed else "; nothing left to do"))
+    if shard is not None:
+        folder = shard.folder(args.dst)
+        print(f"wrote {folder / 'manifest.csv'} and {folder / 'summary.json'}; when every shard has ended, "
+              f"`faceverify align {args.src} {args.dst}` merges them into {args.dst / 'manifest.csv'}")
+    else:
+        print(f"wrote {args.dst / 'manifest.csv'} and {args.dst / 'summary.json'}")
     return 0
 
 

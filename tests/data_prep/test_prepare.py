@@ -188,6 +188,6 @@ def test_cli_align_with_options(tmp_path: Path, faces_dir: Path):
         shutil.copy(faces_dir / "att_faces" / "s1" / f"{i}.pgm", src / "s1" / f"{i}.pgm")
     out = tmp_path / "out"
     assert main(["align", str(src), str(out), "--template", "112x112", "--ext", "jpg", "--scale", "2",
-                 "--device", "cpu", "workers=1"]) == 0
+                 "--device", "cpu", "threads=1"]) == 0
     assert read_rgb(out / "s1" / "1.jpg").shape == (224, 224, 3)
     assert main(["align", str(src), str(out), "nosuchkey=1"]) == 2

@@ -110,7 +110,7 @@ def test_a_changed_setting_is_refused_and_restart_moves_dst_aside(person_tree: P
     assert "template: '112x96' -> '112x112'" in error and "--restart" in error
     assert tree_digest(dst) == before  # the summary still says 112x96, and so do the crops
     # speed-only settings may change: the re-run just finds everything done
-    assert main(["align", str(person_tree), str(dst), "--device", "cpu", "--batch-size", "2", "--workers", "1"]) == 0
+    assert main(["align", str(person_tree), str(dst), "--device", "cpu", "--batch-size", "2", "--threads", "1"]) == 0
     assert json.loads((dst / "summary.json").read_text())["processed_this_run"] == 0
     before = tree_digest(dst)
     assert main(["align", str(person_tree), str(dst), "--device", "cpu", "--template", "112x112", "--restart"]) == 0
