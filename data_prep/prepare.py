@@ -34,8 +34,10 @@ recorded as ``fallback``; with ``skip`` they stay ``no_face`` and get no crop. A
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import replace
@@ -332,34 +334,28 @@ def _merge_parts(journal: Journal, dst: Path) -> int:
     return count
 
 
-def _shard_process(src: Path, dst: Path, config: AlignConfig, progress: bool, only: set[str] | None,
-                   shard: Shard) -> None:
-    """One of ``--workers`` processes: its share of the cores, its shard."""
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // shard.count))
-    align_tree(src, dst, config, progress=progress, only=only, shard=shard)
-
-
 def _align_in_processes(src: Path, dst: Path, config: AlignConfig, detector: FaceDetector | None, progress: bool,
                         only: set[str] | None, restart: bool) -> dict:
-    """``config.workers`` shard processes side by side, then the plain run that merges them (and
-    aligns what a failed shard left). A failed shard is named; its work so far is kept."""
+    """``config.workers`` shard processes side by side (``data_prep.shard_worker``, each with its share
+    of the cores), then the plain run that merges them (and aligns what a failed shard left). A
+    failed shard is named; its work so far is kept."""
     count = config.workers
     one = replace(config, workers=1)
+    check_separate(src, dst)
     if restart:  # move DST aside once, before any shard starts
-        lock = _lock_whole(dst)
-        lock.release()
+        _lock_whole(dst).release()
         if dst.exists():
             move_aside(dst)
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_shard_process, args=(src, dst, one, progress and k == 1, only, Shard(k, count)),
-                                 name=f"align shard {k}/{count}") for k in range(1, count + 1)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    failed = [f"{p.name} (exit code {p.exitcode})" for p in processes if p.exitcode != 0]
+    threads = max(1, (os.cpu_count() or 1) // count)
+    processes = []
+    for k in range(1, count + 1):
+        spec = {"src": str(src), "dst": str(dst), "config": to_dict(one), "shard": k, "count": count,
+                "threads": threads, "progress": progress and k == 1, "only": sorted(only) if only is not None else None}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        processes.append((k, subprocess.Popen([sys.executable, "-m", "data_prep.shard_worker", json.dumps(spec)],
+                                              env=env)))
+    codes = [(k, process.wait()) for k, process in processes]
+    failed = [f"shard {k}/{count} (exit code {code})" for k, code in codes if code != 0]
     if failed:
         raise AlignmentError(f"{', '.join(failed)} failed (see above); what the shards finished is kept: re-run "
                              "the same command to resume")

@@ -110,7 +110,7 @@ def check_parts(dst: Path, settings: dict, me: Shard | None = None) -> None:
                 f"photos into the same crops. Use --shard K/{shard.count}, or run a plain `faceverify align` "
                 "first to merge the parts")
         recorded = read_json(folder / RUN_FILE, "shard settings").get("settings") if (folder / RUN_FILE).is_file() else None
-        if recorded is None or shard == me:
+        if recorded is None:
             continue
         changed = changed_keys(recorded, settings)
         if changed:

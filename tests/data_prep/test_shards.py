@@ -71,7 +71,18 @@ def test_shards_then_a_plain_run_equal_an_unsharded_run(mixed_tree: Path, tmp_pa
     assert outputs(sharded) == outputs(plain)
 
 
-def test_a_killed_shard_is_resumed_by_the_merge_and_the_result_is_unchanged(tmp_path: Path, lfw_images: Path):
+def _kill_after(command: list[str], journal: Path, rows: int) -> None:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.is_file() and len(journal.read_text().splitlines()) > rows):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (journal.parent / "manifest.csv").exists(), "the shard finished before the kill"
+
+
+def test_killed_shards_resume_by_themselves_or_by_the_merge_and_the_result_is_unchanged(tmp_path: Path,
+                                                                                        lfw_images: Path):
     src = lfw_subset(lfw_images, tmp_path / "src")
     command = [sys.executable, "-m", "faceverify.cli", "align", str(src), "DST", "--batch-size", "4", "--device",
                "cpu", "--purpose", "eval", "--threads", "1"]
@@ -79,16 +90,11 @@ def test_a_killed_shard_is_resumed_by_the_merge_and_the_result_is_unchanged(tmp_
     subprocess.run([c if c != "DST" else str(clean) for c in command], check=True, capture_output=True)
     dst = tmp_path / "sharded"
     run = [c if c != "DST" else str(dst) for c in command]
-    subprocess.run([*run, "--shard", "2/2"], check=True, capture_output=True)
-    proc = subprocess.Popen([*run, "--shard", "1/2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    journal = dst / SHARDS_DIR / "1-of-2" / ".journal.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (journal.is_file() and len(journal.read_text().splitlines()) >= 3):
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (dst / SHARDS_DIR / "1-of-2" / "manifest.csv").exists(), "the shard finished before the kill"
-    merged = subprocess.run(run, check=True, capture_output=True, text=True)
+    _kill_after([*run, "--shard", "1/2"], dst / SHARDS_DIR / "1-of-2" / ".journal.csv", 2)
+    resumed = subprocess.run([*run, "--shard", "1/2"], check=True, capture_output=True, text=True)
+    assert "shard 1/2: aligned" in resumed.stdout
+    _kill_after([*run, "--shard", "2/2"], dst / SHARDS_DIR / "2-of-2" / ".journal.csv", 2)
+    merged = subprocess.run(run, check=True, capture_output=True, text=True)  # aligns shard 2's rest
     assert "aligned 24 images" in merged.stdout
     assert outputs(dst) == outputs(clean)
     assert not list(dst.rglob(".*.tmp"))
@@ -128,8 +134,9 @@ def test_shards_with_other_settings_another_split_or_a_running_plain_run_are_ref
     dst = tmp_path / "dst"
     align_tree(mixed_tree, dst, CONFIG, detector=detector, progress=False, shard=Shard(1, 2))
     other = AlignConfig(purpose="eval", batch_size=4, device="cpu", template="112x112")
-    with pytest.raises(AlignmentError, match=r"shard 1/2 in .* other settings.*template"):
-        align_tree(mixed_tree, dst, other, detector=detector, progress=False, shard=Shard(2, 2))
+    for shard in (Shard(2, 2), Shard(1, 2)):  # another shard, or the same one re-run
+        with pytest.raises(AlignmentError, match=r"shard 1/2 in .* other settings.*template"):
+            align_tree(mixed_tree, dst, other, detector=detector, progress=False, shard=shard)
     with pytest.raises(AlignmentError, match=r"shard 1/2 in .* other settings.*template"):
         align_tree(mixed_tree, dst, other, detector=detector, progress=False)  # nor merged by another plain run
     with pytest.raises(AlignmentError, match="2-way split"):
