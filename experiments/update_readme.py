@@ -106,7 +106,8 @@ def benchmark_section() -> str:
             f"for bare batched MTCNN on the same images, ratio {float(row['ratio']):.2f} (target 0.85)"
             + (f"; two processes (`--workers 2`, one shard each, merged) {float(row['pipeline_2_processes_images_per_s']):.1f} "
                f"images/s, {float(row['two_processes_vs_one']):.2f}x one process (target 1.3; {row['images']} LFW photos, "
-               f"{row['device']}, commit {row['commit']}, start-up of the processes included)"
+               f"{row['device']}, commit {row['commit']}, start-up of the processes included; "
+               f"{_range_of(_rows(ROOT / 'results' / 'benchmarks' / 'align.csv'), 'two_processes_vs_one')})"
                if row.get("pipeline_2_processes_images_per_s") else "") + ".")
     rows = _rows(ROOT / "results" / "benchmarks" / "losses.csv")
     if rows:
@@ -223,6 +224,12 @@ def partial_fc_line(rows: list[dict[str, str]]) -> str:
             "fits): " + " | ".join(cells)
             + " (target at 1M and 2M: memory <= 0.3x, step <= 0.3x; `experiments/bench_partial_fc.py`, "
               "every row in `results/benchmarks/partial_fc.md`).")
+
+
+def _range_of(rows: list[dict[str, str]], column: str) -> str:
+    """``over the K runs recorded: a to b`` of a ratio column (rows that have it)."""
+    values = [float(r[column]) for r in rows if r.get(column)]
+    return f"over the {len(values)} runs recorded {min(values):.2f}x to {max(values):.2f}x"
 
 
 def training_memory_line(rows: list[dict[str, str]]) -> str:

@@ -157,3 +157,21 @@ def test_shards_with_other_settings_another_split_or_a_running_plain_run_are_ref
         with pytest.raises(OutputInUseError, match="in use by another align"):
             align_tree(mixed_tree, dst, CONFIG, detector=detector, progress=False, shard=Shard(2, 2))
     shutil.rmtree(dst)
+
+
+def test_under_torchrun_each_rank_aligns_its_shard(tmp_path: Path, lfw_images: Path):
+    src = lfw_subset(lfw_images, tmp_path / "src", people=4, per_person=2)
+    command = ["-m", "faceverify.cli", "align", str(src), "DST", "--batch-size", "2", "--device", "cpu",
+               "--threads", "1"]
+    one_thread = tmp_path / "one_thread"  # torchrun gives each rank one thread (OMP_NUM_THREADS=1)
+    subprocess.run([sys.executable, *[c if c != "DST" else str(one_thread) for c in command]], check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    dst = tmp_path / "ranks"
+    run = [c if c != "DST" else str(dst) for c in command]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29561", *run], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "shard 1/2: aligned" in done.stdout and "shard 2/2: aligned" in done.stdout
+    assert sorted(p.name for p in (dst / SHARDS_DIR).iterdir()) == ["1-of-2", "2-of-2"]
+    subprocess.run([sys.executable, *run], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert outputs(dst) == outputs(one_thread)
