@@ -121,8 +121,12 @@ class _AdditiveMarginHead(nn.Module):
         self.weight = _init_weight(num_classes, embedding_dim)
         self.s, self.m = s, m
 
+    def class_cosine(self, embeddings: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``cos t [B, S]`` of each embedding with each class's row of ``weight``."""
+        return _cosine(embeddings, weight)
+
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.s * _cosine(embeddings, self.weight)
+        return self.s * self.class_cosine(embeddings, self.weight)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
         # predictions: before the margin, the class a test would predict
@@ -183,7 +187,7 @@ class ArcFaceLoss(MicroBatchAware, _AdditiveMarginHead):
         m = self.current_margin().to(embeddings.dtype)
         if self.training and self.last_micro_batch:  # one count per optimiser step
             self.iteration += 1
-        cos = _cosine(embeddings, weight)
+        cos = self.class_cosine(embeddings, weight)
         best = _best(cos)
         cos_y, plain = _target_cosine(cos, targets)
         # cos(t + m) = cos t cos m - sin t sin m, with sin t >= 0 on [0, pi]; the clamp keeps the

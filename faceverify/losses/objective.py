@@ -31,6 +31,18 @@ from faceverify.losses.classification import (
     SphereFaceLoss,
     SphereFaceOptions,
 )
+from faceverify.losses.margin_heads import (
+    AdaFaceLoss,
+    AdaFaceOptions,
+    CurricularFaceLoss,
+    CurricularFaceOptions,
+    MagFaceLoss,
+    MagFaceOptions,
+    SphereFace2Loss,
+    SphereFace2Options,
+    SubCenterArcFaceLoss,
+    SubCenterArcFaceOptions,
+)
 from faceverify.losses.miners import build_miner
 from faceverify.losses.micro_batch import MicroBatchAware
 from faceverify.losses.partial_fc import (
@@ -73,6 +85,11 @@ class LossConfig:
     cosface: CosFaceOptions = field(default_factory=CosFaceOptions)
     arcface: ArcFaceOptions = field(default_factory=ArcFaceOptions)
     sphereface: SphereFaceOptions = field(default_factory=SphereFaceOptions)
+    curricularface: CurricularFaceOptions = field(default_factory=CurricularFaceOptions)
+    subcenter_arcface: SubCenterArcFaceOptions = field(default_factory=SubCenterArcFaceOptions)
+    adaface: AdaFaceOptions = field(default_factory=AdaFaceOptions)
+    magface: MagFaceOptions = field(default_factory=MagFaceOptions)
+    sphereface2: SphereFace2Options = field(default_factory=SphereFace2Options)
     partial_fc: PartialFCOptions = field(default_factory=PartialFCOptions)
 
     def __post_init__(self) -> None:
@@ -107,9 +124,23 @@ LOSSES: dict[str, Builder] = {
     "sphereface": lambda d, c, cfg, g: SphereFaceLoss(
         d, c, cfg.sphereface.m, cfg.sphereface.base, cfg.sphereface.gamma, cfg.sphereface.power,
         cfg.sphereface.lambda_min),
+    "curricularface": lambda d, c, cfg, g: CurricularFaceLoss(
+        d, c, cfg.curricularface.s, cfg.curricularface.m, cfg.curricularface.momentum),
+    "subcenter_arcface": lambda d, c, cfg, g: SubCenterArcFaceLoss(
+        d, c, cfg.subcenter_arcface.s, cfg.subcenter_arcface.m, cfg.subcenter_arcface.sub_centers),
+    "adaface": lambda d, c, cfg, g: AdaFaceLoss(d, c, cfg.adaface.s, cfg.adaface.m, cfg.adaface.h,
+                                               cfg.adaface.momentum),
+    "magface": lambda d, c, cfg, g: MagFaceLoss(
+        d, c, cfg.magface.s, cfg.magface.lower_norm, cfg.magface.upper_norm, cfg.magface.lower_margin,
+        cfg.magface.upper_margin, cfg.magface.lambda_g),
+    "sphereface2": lambda d, c, cfg, g: SphereFace2Loss(d, c, cfg.sphereface2.lam, cfg.sphereface2.r,
+                                                       cfg.sphereface2.m, cfg.sphereface2.t),
 }
 # Terms that classify (own class weights and give logits); the first one in `terms` gives accuracy.
-CLASSIFIERS = ("softmax", "cosface", "arcface", "sphereface")
+CLASSIFIERS = ("softmax", "cosface", "arcface", "sphereface", "curricularface", "subcenter_arcface", "adaface",
+               "magface", "sphereface2")
+# Classifiers Partial FC shards (their margin rule works on any sample of the class rows).
+PARTIAL_FC_HEADS = tuple(name for name in CLASSIFIERS if name != "sphereface2")
 # Terms that need several images per identity in a batch (use the PK sampler).
 NEEDS_PK = ("contrastive", "triplet", "npair", "multi_similarity", "margin")
 
@@ -158,10 +189,14 @@ class Objective(nn.Module):
         self.sharded: tuple[str, ...] = ()
         if config.partial_fc.enabled:
             shard = class_shard(num_classes, world_size, rank)
-            self.sharded = tuple(n for n in active if n in CLASSIFIERS or n == "center")
+            if "sphereface2" in active:
+                raise ConfigError("loss.partial_fc does not shard sphereface2: its one-vs-all loss sums over every "
+                                  "class with a learned bias that would need a gradient summed over the shards; "
+                                  "train it with loss.partial_fc.sample_rate=0")
+            self.sharded = tuple(n for n in active if n in PARTIAL_FC_HEADS or n == "center")
             if not self.sharded:
                 raise ConfigError(f"loss.partial_fc.sample_rate = {config.partial_fc.sample_rate} but no term it "
-                                  f"shards is on ({', '.join(CLASSIFIERS)}, center); set it to 0")
+                                  f"shards is on ({', '.join(PARTIAL_FC_HEADS)}, center); set it to 0")
             if "center" in self.sharded and config.center.update != "paper":
                 raise ConfigError("loss.partial_fc shards the centers with the paper's update only; "
                                   "set loss.center.update=paper")

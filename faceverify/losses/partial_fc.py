@@ -257,13 +257,18 @@ class PartialFC(MicroBatchAware, nn.Module):
         super().__init__()
         check_range("partial_fc.sample_rate", sample_rate, 0, 1, strict_min=True)
         self.rule = rule.requires_grad_(False)
+        if hasattr(rule, "global_batch"):  # its batch statistics: the gathered batch is already global
+            rule.global_batch = True
         self.shard, self.sample_rate, self.seed = shard, float(sample_rate), int(seed)
+        # a class's row: D weights, or K D for K sub-centers side by side
+        width = rule.row_width(embedding_dim) if hasattr(rule, "row_width") else embedding_dim
         # the initial weights of the full head, drawn by row blocks: the same on any sharding
         if bias:  # nn.Linear's initial distribution: U(-1/sqrt(D), 1/sqrt(D)) for weights and bias
             bound = 1.0 / math.sqrt(embedding_dim)
-        else:  # xavier_uniform of a [C, D] matrix
-            bound = math.sqrt(6.0 / (shard.num_classes + embedding_dim))
-        weight = block_uniform_rows(seed, stream, shard.start, shard.stop, embedding_dim, bound)
+        else:  # xavier_uniform of the [C K, D] matrix of every (sub-)center
+            centers = width // embedding_dim
+            bound = math.sqrt(6.0 / (shard.num_classes * centers + embedding_dim))
+        weight = block_uniform_rows(seed, stream, shard.start, shard.stop, width, bound)
         self.register_buffer("weight", weight)
         self.register_buffer("weight_momentum", torch.zeros_like(weight))
         if bias:
@@ -332,7 +337,14 @@ class PartialFC(MicroBatchAware, nn.Module):
         if self.training:
             self._pending = (rows, weight, bias)
         self.predictions = self._predict(best, column, rows, labels.shape[0])
-        return DistributedCrossEntropy.apply(logits, targets, self.shard.world_size)
+        loss = DistributedCrossEntropy.apply(logits, targets, self.shard.world_size)
+        if hasattr(self.rule, "regulariser"):  # a per-image term of the features (MagFace's g(a))
+            # on the gathered batch every rank has all of it: each keeps 1/W of its gradient (the
+            # gather sums them), and the value is the whole term
+            term = self.rule.lambda_g * self.rule.regulariser(embeddings)
+            share = term / self.shard.world_size
+            loss = loss + share + (term - share).detach()
+        return loss
 
     def _predict(self, best: torch.Tensor, column: torch.Tensor, rows: torch.Tensor | None, total: int) -> torch.Tensor:
         """The best class over every rank's sampled columns, for this rank's own rows of the batch."""

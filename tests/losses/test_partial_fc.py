@@ -26,7 +26,7 @@ from faceverify.losses.partial_fc import (
 )
 
 D, C, N = 6, 11, 8  # embedding size, classes (odd: shards of unequal size), global batch
-HEADS = ["softmax", "cosface", "arcface", "sphereface"]
+HEADS = ["softmax", "cosface", "arcface", "sphereface", "curricularface", "subcenter_arcface", "adaface", "magface"]
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +38,9 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def config_for(name: str, rate: float) -> LossConfig:
     return merge(LossConfig(), {"terms": Replace({name: 1.0}), "partial_fc": {"sample_rate": rate},
-                                "cosface": {"s": 8.0}, "arcface": {"s": 8.0}})
+                                "cosface": {"s": 8.0}, "arcface": {"s": 8.0}, "curricularface": {"s": 8.0},
+                                "subcenter_arcface": {"s": 8.0, "sub_centers": 2}, "adaface": {"s": 8.0},
+                                "magface": {"s": 8.0, "lower_norm": 1.0, "upper_norm": 5.0, "lambda_g": 2.0}})
 
 
 def full_head(name: str) -> torch.nn.Module:
@@ -152,7 +154,10 @@ def test_a_sample_keeps_every_positive_and_is_the_softmax_over_the_sampled_class
     assert rows.numel() < C
     logits, _ = head.margin_logits(x, weight[rows], targets, None if bias is None else bias[rows])
     partial._host_step = 0
-    torch.testing.assert_close(partial(x, y), F.cross_entropy(logits, targets), rtol=0, atol=1e-12)
+    expected = F.cross_entropy(logits, targets)
+    if hasattr(head, "regulariser"):  # MagFace: its magnitude term too
+        expected = expected + head.lambda_g * head.regulariser(x)
+    torch.testing.assert_close(partial(x, y), expected, rtol=0, atol=1e-12)
 
 
 def test_the_sample_size_follows_the_rate():
