@@ -236,6 +236,11 @@ def test_embed_output_evaluates_with_the_lfw_protocol(mini_lfw, tmp_path: Path):
                  "--metric", "euclidean"]) == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["n_pairs"] == 40 and metrics["accuracy"] >= 0.9  # dlib on 40 real LFW pairs
+    # the quality column (the feature norm) gives the error-versus-reject curve
+    np.testing.assert_allclose(data["quality"], np.linalg.norm(data["embeddings"], axis=1), rtol=1e-6)
+    erc = metrics["erc"]
+    assert erc["quality"] == "feature norm" and len(erc["fnmr"]) == len(erc["reject_fractions"]) == 11
+    assert (tmp_path / "e" / "erc.png").is_file() and "Error versus reject" in (tmp_path / "e" / "report.md").read_text()
 
 
 def test_embed_records_photos_it_cannot_use_and_eval_names_them(photos, tmp_path: Path, capsys):

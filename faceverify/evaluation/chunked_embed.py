@@ -6,7 +6,8 @@ chunk size) and one ``chunk-<k>.npz`` per finished chunk with the chunk's ``stam
 size and modification time): a killed run resumes at the first chunk not written or whose images
 changed since; a run with other ``meta`` is refused rather than mixed in. At the end the chunks are
 joined into ``OUT`` (``paths``, ``embeddings`` and ``embeddings_flip`` ``[N, D]`` float32,
-``status`` ``[N]``: ``ok`` or why not; rows not ``ok`` hold zeros) and the folder is removed.
+``status`` ``[N]``: ``ok`` or why not; rows not ``ok`` hold zeros; ``quality`` ``[N]``, each image's
+feature norm, MagFace's quality score) and the folder is removed.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ def embed_in_chunks(names: Sequence[str], stamp: Callable[[str], str], embed_chu
             bar.update(len(these))
     parts = [np.load(partial / f"chunk-{i:06d}.npz") for i in range(len(starts))]
     status = np.concatenate([p["status"] for p in parts])
-    with atomic_write(out, "wb") as handle:
-        np.savez(handle, paths=np.concatenate([p["paths"] for p in parts]),
-                 embeddings=np.concatenate([p["embeddings"] for p in parts]),
-                 embeddings_flip=np.concatenate([p["embeddings_flip"] for p in parts]), status=status)
+    embeddings = np.concatenate([p["embeddings"] for p in parts])
+    with atomic_write(out, "wb") as handle:  # quality: each image's feature norm (MagFace's quality score)
+        np.savez(handle, paths=np.concatenate([p["paths"] for p in parts]), embeddings=embeddings,
+                 embeddings_flip=np.concatenate([p["embeddings_flip"] for p in parts]), status=status,
+                 quality=np.linalg.norm(embeddings.astype(np.float64), axis=1).astype(np.float32))
     for part in partial.iterdir():
         part.unlink()
     partial.rmdir()

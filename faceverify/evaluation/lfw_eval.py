@@ -28,7 +28,8 @@ from faceverify.data.lfw import (
 )
 from faceverify.errors import InvalidInputError, MissingEntryError, MissingInputError
 from faceverify.evaluation.embed import EmbedFn, combine_flip, embed_images
-from faceverify.evaluation.report import markdown_report, plot_roc, write_json
+from faceverify.evaluation.quality import error_versus_reject, pair_quality
+from faceverify.evaluation.report import markdown_report, plot_erc, plot_roc, write_json
 from faceverify.evaluation.retrieval import recall_at_k
 from faceverify.evaluation.verification import VerificationResult, evaluate_features
 from faceverify.io import atomic_write, write_text
@@ -43,6 +44,7 @@ class EmbeddingSet:
     embeddings: np.ndarray
     embeddings_flip: np.ndarray | None = None
     excluded: dict[str, str] = field(default_factory=dict)  # key -> status of rows left out (faceverify embed)
+    quality: np.ndarray | None = None  # [N] a quality score per image (faceverify embed: the feature norm)
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.keys):
@@ -88,6 +90,7 @@ class EmbeddingSet:
                 embeddings = np.asarray(data["embeddings"])
                 flip = np.asarray(data["embeddings_flip"]) if "embeddings_flip" in data else None
                 status = np.asarray(data["status"]).astype(str) if "status" in data else None
+                quality = np.asarray(data["quality"], dtype=np.float64) if "quality" in data else None
         except ValueError as err:
             if str(path) in str(err):
                 raise
@@ -97,19 +100,24 @@ class EmbeddingSet:
         keys = _path_keys(raw_paths, path)
         if status is not None and status.shape != (len(keys),):
             raise InvalidInputError(f"{path}: status has {status.size} entries for {len(keys)} paths")
-        return cls.from_rows(keys, embeddings, flip, status)
+        if quality is not None and (quality.shape != (len(keys),) or not np.isfinite(quality).all()):
+            raise InvalidInputError(f"{path}: quality must be {len(keys)} finite numbers, one per path, got shape "
+                                    f"{quality.shape}")
+        return cls.from_rows(keys, embeddings, flip, status, quality)
 
     @classmethod
     def from_rows(cls, keys: list[str], embeddings: np.ndarray, embeddings_flip: np.ndarray | None = None,
-                  status: np.ndarray | list[str] | None = None) -> "EmbeddingSet":
+                  status: np.ndarray | list[str] | None = None,
+                  quality: np.ndarray | None = None) -> "EmbeddingSet":
         """Rows of features with, optionally, each row's status: the rows not ``ok`` (the photos
         ``faceverify embed`` could not embed) are left out and kept in ``excluded`` with their status."""
         if status is None:
-            return cls(keys, embeddings, embeddings_flip)
+            return cls(keys, embeddings, embeddings_flip, quality=quality)
         keep = np.asarray(status) == "ok"
         excluded = {k: str(s) for k, s, ok in zip(keys, status, keep) if not ok}
         return cls([k for k, ok in zip(keys, keep) if ok], embeddings[keep],
-                   None if embeddings_flip is None else embeddings_flip[keep], excluded)
+                   None if embeddings_flip is None else embeddings_flip[keep], excluded,
+                   None if quality is None else quality[keep])
 
     def save(self, path: str | Path, paths: list[str] | None = None) -> Path:
         """Write ``paths`` (default: the keys + ``.jpg``), ``embeddings`` and ``embeddings_flip``."""
@@ -121,6 +129,8 @@ class EmbeddingSet:
         }
         if self.embeddings_flip is not None:
             arrays["embeddings_flip"] = self.embeddings_flip
+        if self.quality is not None:
+            arrays["quality"] = self.quality
         with atomic_write(path, "wb") as handle:
             np.savez(handle, **arrays)
         return path
@@ -185,6 +195,12 @@ def evaluate_embeddings(
     recall = (recall_at_k(features, labels, config.recall_ks, metric=config.metric)
               if config.recall_ks and len(set(labels)) > 1 else {})
     metrics = result.to_dict()
+    if embeddings.quality is not None:  # how the errors fall as the lowest-quality pairs are set aside
+        unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        cosine = np.einsum("ij,ij->i", unit[index_a], unit[index_b])
+        metrics["erc"] = {**error_versus_reject(cosine, pairs.same, pair_quality(embeddings.quality, index_a, index_b),
+                                                config.erc_fmr),
+                          "quality": "feature norm", "score": "cosine"}
     metrics.update(
         recall_at_k=recall,
         flip=config.flip,
@@ -207,6 +223,8 @@ def write_outputs(
     write_text(out / "report.md", markdown_report(metrics, title))
     far, tar = result.roc()
     plot_roc({f"{title} (AUC {result.auc:.4f})": (far, tar)}, out / "roc.png", title=title)
+    if "erc" in metrics:
+        plot_erc(metrics["erc"], out / "erc.png", title=f"{title}: error versus reject")
     save_config(config, out / "config.yaml")
     return out
 
@@ -259,7 +277,7 @@ def evaluate_embedder(
         num_workers=config.num_workers,
         progress=progress,
     )
-    embeddings = EmbeddingSet(keys, features, features_flip)
+    embeddings = EmbeddingSet(keys, features, features_flip, quality=np.linalg.norm(features, axis=1))
     metrics, result = evaluate_embeddings(embeddings, pairs, config)
     metrics["source"] = {"lfw": str(lfw_root), "pairs": str(pairs_path), **(source or {})}
     if out_dir is not None:

@@ -21,6 +21,7 @@ class EvalConfig:
     folds: list[int] = field(default_factory=list)  # 1-based held-out folds to report; [] = all
     far_targets: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
     recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    erc_fmr: float = 1e-3  # the false match rate the error-versus-reject curve holds fixed (quality scores)
     batch_size: int = 128  # network mode only
     num_workers: int = 0  # network mode only: image-decoding workers
 
@@ -32,6 +33,7 @@ class EvalConfig:
             check_range("far_targets", far, 0, 1, strict_min=True, strict_max=True)
         for k in self.recall_ks:
             check_range("recall_ks", k, 1)
+        check_range("erc_fmr", self.erc_fmr, 0, 1, strict_min=True, strict_max=True)
 
 
 # `faceverify eval` flags: the EvalConfig fields that get one.

@@ -62,6 +62,26 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     return path
 
 
+def plot_erc(erc: dict[str, Any], path: str | Path, title: str = "error versus reject") -> Path:
+    """The error-versus-reject curve: FNMR at the fixed FMR against the share of pairs rejected
+    for the lowest quality (:mod:`faceverify.evaluation.quality`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    ax.plot(100 * np.asarray(erc["reject_fractions"]), 100 * np.asarray(erc["fnmr"]), marker="o", linewidth=1.4,
+            label=f"{erc.get('quality', 'quality')}, FMR {erc['fmr']:g}")
+    ax.set_xlabel("pairs rejected for the lowest quality (%)")
+    ax.set_ylabel(f"FNMR at FMR {erc['fmr']:g} (%)")
+    ax.set_ylim(bottom=0.0)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
 
@@ -87,6 +107,11 @@ def markdown_report(metrics: dict[str, Any], title: str = "LFW verification") ->
     for k, value in metrics.get("recall_at_k", {}).items():
         if k != "n_queries":
             lines.append(f"| Recall@{k} | {_pct(value)} |")
+    erc = metrics.get("erc")
+    if erc:
+        cells = ", ".join(f"{100 * f:.0f}%: {_pct(e)}" for f, e in zip(erc["reject_fractions"], erc["fnmr"]))
+        lines += ["", f"Error versus reject ({erc.get('quality', 'quality')} as the quality score; FNMR at FMR "
+                      f"{erc['fmr']:g}, threshold fixed on all pairs, as the lowest-quality pairs are rejected): {cells}"]
     lines += ["", "| fold | accuracy | threshold |", "|---|---|---|"]
     for i, (acc, thr) in enumerate(zip(metrics["fold_accuracies"], metrics["fold_thresholds"])):
         lines.append(f"| {i + 1} | {_pct(acc)} | {thr:.5f} |")

@@ -2,8 +2,8 @@
 
 * :func:`embed_photos`: a folder tree (every image under it, recursively, sorted) or a list file
   (one path per line, relative to the list's folder unless absolute) -> ``EMB.npz`` with
-  ``paths``, ``embeddings``, ``embeddings_flip`` and ``status`` (``ok`` or why not: unreadable,
-  missing, no face). Rows that are not ``ok`` hold zeros, and ``faceverify eval --embeddings``
+  ``paths``, ``embeddings``, ``embeddings_flip``, ``status`` (``ok`` or why not: unreadable,
+  missing, no face) and ``quality`` (the feature norm: MagFace's quality score). Rows that are not ``ok`` hold zeros, and ``faceverify eval --embeddings``
   ignores them (a pair that needs one is reported missing, with its status). Photos are done in
   fixed chunks written to ``EMB.npz.partial/``, so a killed run resumes at the first unfinished
   chunk; the chunks are joined into ``EMB.npz`` at the end.
