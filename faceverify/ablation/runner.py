@@ -53,6 +53,7 @@ from faceverify.evaluation.lfw_eval import EmbeddingSet, EvalConfig, evaluate_em
 from faceverify.evaluation.retrieval import map_at_r, recall_at_k
 from faceverify.provenance import device_description
 from faceverify.results import append_rows, provenance, read_rows
+from faceverify.training.build import sampler_kind
 from faceverify.training.distributed import resolve_device
 from faceverify.training.checkpoint_eval import load_backbone
 from faceverify.training.stop import raise_if_stopped
@@ -282,7 +283,8 @@ def _run_ablation(spec: AblationSpec, log: Callable[[str], None]) -> Path:
                     "label": cell.label, "sweep_key": spec.sweep_key, "sweep_value": _value_text(cell.sweep_value),
                     "trial": "" if cell.trial is None else cell.trial, "values": cell.values_text(), "seed": cell.seed,
                     "fold": cell.fold, "input": f"{height}x{width}", "profile": spec.profile, "config_hash": digest,
-                    "images_seen": config.optim.max_iters * config.data.batch_size}
+                    "images_seen": config.optim.max_iters * config.data.batch_size,
+                    "sampler": sampler_kind(config), "k": config.data.k if sampler_kind(config) == "pk" else ""}
         try:
             result = train(config)
             raise_if_stopped(result, config.optim.max_iters)  # a stop is not a result: no row, the re-run resumes

@@ -145,6 +145,11 @@ PARTIAL_FC_HEADS = tuple(name for name in CLASSIFIERS if name != "sphereface2")
 NEEDS_PK = ("contrastive", "triplet", "npair", "multi_similarity", "margin")
 
 
+def needs_pk_sampling(config: LossConfig) -> bool:
+    """Whether a term with a non-zero weight needs several images per identity in a batch."""
+    return any(name in NEEDS_PK and float(weight) != 0.0 for name, weight in config.terms.items())
+
+
 @dataclass
 class ObjectiveOutput:
     """What one forward of the objective gives. Everything stays on the device: reading a value
@@ -333,4 +338,4 @@ class Objective(nn.Module):
 
     @property
     def needs_pk_sampling(self) -> bool:
-        return any(name in NEEDS_PK for name in self.weights)
+        return needs_pk_sampling(self.config)

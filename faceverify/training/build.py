@@ -11,7 +11,7 @@ from torch import nn
 from faceverify.data.samplers import PKSampler, ShuffledBatchSampler
 from faceverify.data.sources import TrainingData
 from faceverify.errors import InvalidInputError
-from faceverify.losses.objective import Objective, ObjectiveOutput
+from faceverify.losses.objective import Objective, ObjectiveOutput, needs_pk_sampling
 from faceverify.training.config import TrainConfig
 
 
@@ -78,6 +78,13 @@ def build_optimizer(backbone: nn.Module, objective: Objective,
                                 nesterov=config.optim.nesterov, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     return optimizer, scheduler
+
+
+def sampler_kind(config: TrainConfig) -> str:
+    """``pk`` or ``shuffle``: ``data.sampler``, with ``auto`` resolved (PK when a term needs pairs)."""
+    if config.data.sampler != "auto":
+        return config.data.sampler
+    return "pk" if needs_pk_sampling(config.loss) else "shuffle"
 
 
 def build_sampler(dataset: TrainingData, config: TrainConfig, needs_pk: bool, world: int,
