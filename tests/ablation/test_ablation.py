@@ -95,6 +95,7 @@ def test_tiny_ablation_end_to_end_and_resume(att_protocol, tmp_path: Path, capsy
         assert float(row["compactness"]) > 0 and float(row["separation"]) > 0
         assert row["iterations"] == "8" and int(row["train_images"]) == 360  # 36 people x 10
         assert row["commit"] and row["device"].startswith("cpu") and len(row["config_hash"]) == 12
+        assert row["sampler"] == "pk" and row["k"].isdigit()  # the sampler the cell trained with, resolved
     table = (results / "tiny.md").read_text()
     assert "| softmax | 1 |" in table and "| softmax+center | 1 |" in table
     assert "Paired differences against `softmax`" in table
