@@ -161,15 +161,21 @@ def _run(rank: int, setting: dict, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def child(setting: dict) -> None:
+def run_ranks(target, setting: dict) -> list[dict]:  # type: ignore[no-untyped-def]
+    """``target(rank, setting, out_dir)`` in this process (a world of one) or in ``setting["world"]``
+    spawned processes; each rank writes ``rank<k>.json`` there; returns them in rank order."""
     with tempfile.TemporaryDirectory() as out_dir:
         if setting["world"] == 1:
-            _run(0, setting, out_dir)
+            target(0, setting, out_dir)
         else:
             import torch.multiprocessing as mp
 
-            mp.spawn(_run, args=(setting, out_dir), nprocs=setting["world"], join=True)
-        ranks = [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(setting["world"])]
+            mp.spawn(target, args=(setting, out_dir), nprocs=setting["world"], join=True)
+        return [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(setting["world"])]
+
+
+def child(setting: dict) -> None:
+    ranks = run_ranks(_run, setting)
     merged = {"step_seconds": ranks[0]["step_seconds"],
               "head_peak_memory_mb": max(r["head_peak_memory_mb"] for r in ranks)}
     if "sampled_classes_per_rank" in ranks[0]:
@@ -238,14 +244,7 @@ def _train_steps(rank: int, setting: dict, out_dir: str) -> None:
 
 
 def training_child(setting: dict) -> None:
-    with tempfile.TemporaryDirectory() as out_dir:
-        if setting["world"] == 1:
-            _train_steps(0, setting, out_dir)
-        else:
-            import torch.multiprocessing as mp
-
-            mp.spawn(_train_steps, args=(setting, out_dir), nprocs=setting["world"], join=True)
-        ranks = [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(setting["world"])]
+    ranks = run_ranks(_train_steps, setting)
     print(json.dumps({"step_seconds": max(r["step_seconds"] for r in ranks),
                       "step_peak_memory_mb": max(r["step_peak_memory_mb"] for r in ranks),
                       "wire_bytes": ranks[0]["wire_bytes"]}))
