@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from faceverify.config import merge
+from faceverify.config import Replace, merge
 from faceverify.data.packed import write_packed_array
 from faceverify.models.backbones import build_backbone
 from faceverify.provenance import device_description
@@ -62,14 +62,22 @@ def synthetic_pack(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path
     return write_packed_array(folder / f"pack_{size[0]}x{size[1]}", images, labels, [str(c) for c in range(classes)])
 
 
-def trainer_rate(pack: Path, setting: dict, batch: int, device: str, steps: int, warmup: int, out: Path) -> float:
+LOSSES = {  # the loss of a setting: the Trainer's terms; the bare loop writes the same loss out
+    "softmax+center": {"terms": {"softmax": 1.0, "center": 0.003}},
+    "arcface": {"terms": Replace({"arcface": 1.0})},
+}
+
+
+def trainer_rate(pack: Path, setting: dict, batch: int, device: str, steps: int, warmup: int, out: Path,
+                 amp: str = "none", compile: bool = False, workers: int = 0) -> float:
+    """Images/s of the whole Trainer step (loader, step, bookkeeping) over ``steps`` steps after ``warmup``."""
     config = merge(TrainConfig(), {
         "out": str(out), "device": device, "progress": False, "tensorboard": False, "log_every": 50,
-        "channels_last": setting["channels_last"],
+        "channels_last": setting["channels_last"], "amp": amp, "compile": compile,
         "checkpoint_every": 100_000, "seed": 0,
-        "data": {"source": str(pack), "sampler": "shuffle", "batch_size": batch, "workers": 0},
+        "data": {"source": str(pack), "sampler": "shuffle", "batch_size": batch, "workers": workers},
         "model": {"backbone": setting["backbone"], "width": setting["width"], "embedding_dim": setting["dim"]},
-        "loss": {"terms": {"softmax": 1.0, "center": 0.003}},
+        "loss": LOSSES[setting.get("loss", "softmax+center")],
         "optim": {"lr": 0.01, "max_iters": warmup + steps, "milestones": [100_000], "warmup_iters": 0},
     })
     marks: dict[str, float] = {}
@@ -87,33 +95,43 @@ def trainer_rate(pack: Path, setting: dict, batch: int, device: str, steps: int,
 
 
 def bare_rate(images: np.ndarray, labels: np.ndarray, setting: dict, batch: int, device: str, steps: int,
-              warmup: int) -> float:
+              warmup: int, amp: str = "none", compile: bool = False) -> float:
     """The same work in a plain loop written without faceverify's training code (see :func:`bare_loop`)."""
     model = build_backbone(setting["backbone"], setting["dim"], setting["width"], tuple(images.shape[1:3]))
     return bare_loop(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), int(labels.max()) + 1,
-                     model, setting["dim"], batch, device, steps, warmup, setting["channels_last"])
+                     model, setting["dim"], batch, device, steps, warmup, setting["channels_last"], amp=amp,
+                     compile=compile, loss=setting.get("loss", "softmax+center"))
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, num_classes: int, model: torch.nn.Module, dim: int,
               batch: int, device: str, steps: int, warmup: int, channels_last: bool = True,
-              on_step: Callable[[], None] | None = None) -> float:
-    """Images/s of softmax + center loss trained the way a researcher writes it in twenty lines.
+              on_step: Callable[[], None] | None = None, amp: str = "none", compile: bool = False,
+              loss: str = "softmax+center") -> float:
+    """Images/s of softmax + center loss (or ArcFace) trained the way a researcher writes it in twenty lines.
 
-    Independent of the code it judges: uint8 ``images [N, H, W, 3]`` indexed from memory at random,
-    normalised ``(p - 127.5) / 128`` and mirrored with probability 1/2 inline, a plain ``nn.Linear``
-    head with ``cross_entropy``, the center term ``lambda/2 * mean ||x_i - c_{y_i}||^2`` (lambda 0.003)
-    with Wen et al.'s Eq. 4 update (alpha 0.5) written out, SGD (momentum 0.9, weight decay 5e-4 on
-    every parameter). Only the network itself is shared with the Trainer (it is what both train)."""
+    Independent of the code it judges: uint8 ``images [N, H, W, 3]`` indexed from memory at random
+    (on the device), normalised ``(p - 127.5) / 128`` and mirrored with probability 1/2 inline;
+    ``softmax+center``: a plain ``nn.Linear`` head with ``cross_entropy`` and the center term
+    ``lambda/2 * mean ||x_i - c_{y_i}||^2`` (lambda 0.003) with Wen et al.'s Eq. 4 update (alpha 0.5)
+    written out; ``arcface``: ``s * cos(t_y + m)`` on the normalised weights (s 64, m 0.5, Deng et
+    al. 2019); SGD (momentum 0.9, weight decay 5e-4 on every parameter). ``amp``: the network under
+    ``torch.autocast`` (bf16 or fp16 with a GradScaler), the loss in float32; ``compile``: the
+    network through ``torch.compile``. Only the network itself is shared with the Trainer (it is
+    what both train)."""
     torch.manual_seed(0)
     dev = torch.device(device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(dev).to(memory_format=layout).train()
-    head = torch.nn.Linear(dim, num_classes).to(dev)
+    network = torch.compile(model) if compile else model
+    head = torch.nn.Linear(dim, num_classes, bias=loss != "arcface").to(dev)
     centers = torch.zeros(num_classes, dim, device=dev)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.01, momentum=0.9,
                                 weight_decay=5e-4)
+    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
     images = images.to(dev)
     labels = labels.to(dev)
+    rows = torch.arange(batch, device=dev)
     start = 0.0
     for step in range(warmup + steps):
         if step == warmup:
@@ -125,16 +143,26 @@ def bare_loop(images: torch.Tensor, labels: torch.Tensor, num_classes: int, mode
         flip = torch.rand(batch, device=dev) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
         y = labels[index]
-        features = model(x)
-        c = centers[y]
-        loss = F.cross_entropy(head(features), y) + 0.003 * 0.5 * ((features - c) ** 2).sum(1).mean()
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            features = network(x)
+        features = features.float()
+        if loss == "arcface":
+            cos = F.linear(F.normalize(features), F.normalize(head.weight)).clamp(-1.0, 1.0)
+            target = torch.cos(torch.acos(cos[rows, y]) + 0.5)
+            logits = 64.0 * cos.index_put((rows, y), target)
+            value = F.cross_entropy(logits, y)
+        else:
+            c = centers[y]
+            value = F.cross_entropy(head(features), y) + 0.003 * 0.5 * ((features - c) ** 2).sum(1).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():  # Eq. 4: c_j -= alpha * sum_i [y_i = j] (c_j - x_i) / (1 + n_j)
-            counts = torch.bincount(y, minlength=num_classes).to(centers.dtype)
-            sums = torch.zeros_like(centers).index_add_(0, y, (c - features.detach()))
-            centers -= 0.5 * sums / (1.0 + counts[:, None])
+        scaler.scale(value).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if loss != "arcface":
+            with torch.no_grad():  # Eq. 4: c_j -= alpha * sum_i [y_i = j] (c_j - x_i) / (1 + n_j)
+                counts = torch.bincount(y, minlength=num_classes).to(centers.dtype)
+                sums = torch.zeros_like(centers).index_add_(0, y, (c - features.detach()))
+                centers -= 0.5 * sums / (1.0 + counts[:, None])
         if on_step is not None:
             on_step()
     if dev.type == "cuda":

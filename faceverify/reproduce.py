@@ -225,21 +225,44 @@ def prepare_benchmarks(lfw: Path | None, bin_dir: Path | None, template: str, wo
 
 
 # ----------------------------------------------------------------------------- time estimates
+def measured_images_per_s(measured: Path, backbone: str) -> tuple[float, str] | None:
+    """The best Trainer images/s of ``backbone`` in a GPU throughput CSV (``experiments/gpu_proof.py``'s
+    ``train.csv``: ``model``, ``status``, ``trainer_images_per_s``; older rows: ``backbone``,
+    ``images_per_s``), with the device that measured it, or None."""
+    from faceverify.results import read_rows
+
+    speeds = []
+    for row in read_rows(measured):
+        if (row.get("model") or row.get("backbone")) != backbone or row.get("status", "done") != "done":
+            continue
+        if not row.get("device", "cuda").startswith("cuda"):  # a CPU check of the script is no GPU figure
+            continue
+        value = row.get("trainer_images_per_s") or row.get("images_per_s")
+        if value:
+            speeds.append((float(value), row.get("device", "GPU")))
+    return max(speeds) if speeds else None
+
+
 def h200_estimate_hours(config: TrainConfig, measured: Path | None = None) -> tuple[float | None, str]:
     """Hours for the schedule on one H200, from a recorded GPU throughput CSV if given
     (``results/gpu/train.csv``, which only the checkout's scripts read: the library reads no
-    repository folder), else the target throughput (said so), and the basis of the figure."""
+    repository folder), else the target throughput (said so), and the basis of the figure. A
+    backbone without a figure of its own (iresnet100) is scaled by multiply-adds from its base's,
+    measured or targeted."""
     images = config.optim.max_iters * config.data.batch_size
+    backbone = config.model.backbone
+    base, factor = H200_SCALED_TARGET.get(backbone, (backbone, 1.0))
     if measured is not None and measured.is_file():
-        from faceverify.results import read_rows
-
-        rows = [r for r in read_rows(measured) if r.get("backbone") == config.model.backbone]
-        if rows:
-            speed = max(float(r["images_per_s"]) for r in rows)
-            return images / speed / 3600, f"measured {speed:.0f} images/s ({rows[-1].get('device', 'GPU')})"
-    target = H200_TARGET_IMAGES_PER_S.get(config.model.backbone)
-    if target is None and config.model.backbone in H200_SCALED_TARGET:
-        base, factor = H200_SCALED_TARGET[config.model.backbone]
+        own = measured_images_per_s(measured, backbone)
+        if own is not None:
+            return images / own[0] / 3600, f"measured {own[0]:.0f} images/s ({own[1]})"
+        from_base = measured_images_per_s(measured, base) if base != backbone else None
+        if from_base is not None:
+            speed = from_base[0] * factor
+            return images / speed / 3600, (f"scaled by multiply-adds from the {base} speed measured on "
+                                           f"{from_base[1]} ({speed:.0f} images/s)")
+    target = H200_TARGET_IMAGES_PER_S.get(backbone)
+    if target is None and backbone in H200_SCALED_TARGET:
         target = round(H200_TARGET_IMAGES_PER_S[base] * factor)
         return images / target / 3600, (f"estimate from the {base} target scaled by multiply-adds ({target} "
                                         "images/s), not measured")

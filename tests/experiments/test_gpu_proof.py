@@ -1,0 +1,54 @@
+"""The GPU proof's CPU check: ``DEVICE=cpu QUICK=1 experiments/gpu_proof.sh`` runs every section end
+to end (tiny batches, fp32, a CPU-sized payload built from the shared LFW) and writes every CSV into
+a temporary folder, never into ``results/``. What a lent GPU runs is this same script."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTIONS = ("train", "amp", "data", "align", "lfw_gpu_losses", "ddp")
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_quick_cpu_run_writes_every_section(lfw_images: Path, tmp_path: Path) -> None:
+    results_before = sorted(p.relative_to(ROOT) for p in (ROOT / "results").rglob("*"))
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
+           "GPU_PROOF_SECONDS": "400", "FACEVERIFY_DATA": str(lfw_images.parent.parent)}
+    done = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_proof.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    where = Path(re.findall(r"gpu_proof: figures in (\S+) \(exit 0\)", done.stdout)[-1])
+    assert where.is_relative_to(tmp_path)
+    assert sorted(p.relative_to(ROOT) for p in (ROOT / "results").rglob("*")) == results_before
+    tables = {name: rows(where / f"{name}.csv") for name in SECTIONS}
+    for name, table in tables.items():
+        assert table, name
+        for row in table:
+            assert row["device"].startswith("cpu") and row["torch"] and row["commit"], (name, row)
+            assert row.get("status", "") in ("", "done", "ok") or (name == "train" and row["compile"] == "True"), row
+    train = [r for r in tables["train"] if r["status"] == "done"]
+    assert {r["model"] for r in train} == {"face_resnet27", "sphere20", "iresnet50"}
+    assert all(float(r["trainer_images_per_s"]) > 0 and float(r["bare_images_per_s"]) > 0 for r in train)
+    assert {r["amp"] for r in tables["amp"]} == {"bf16", "fp16"}
+    assert all(r["passed"] == "True" for r in tables["amp"]), tables["amp"]
+    assert {r["source"] for r in tables["data"]} == {"packed memmap", "recordio, cpu decode"}
+    assert float(tables["align"][0]["pipeline_images_per_s"]) > 0
+    arms = {r["arm"] for r in tables["lfw_gpu_losses"]}
+    assert arms == {"softmax", "softmax+contrastive", "softmax+center"}
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in tables["lfw_gpu_losses"])
+    ddp = tables["ddp"]
+    assert ddp[0]["backend"] == "gloo" and ddp[0]["passed"] == "True"
+    assert {r["check"].split(",")[0] for r in ddp[1:]} == {"full head", "partial_fc head"}
