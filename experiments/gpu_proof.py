@@ -136,9 +136,12 @@ def throughput_plan(proof: Proof) -> list[tuple[tuple, int, bool]]:
 
 
 def throughput_estimate(proof: Proof, model: tuple, batch: int, compiled: bool, steps: int) -> float:
-    """Seconds one Trainer + bare pair takes, from the targets (the rate is what is measured)."""
+    """Seconds one Trainer + bare pair takes: set-up, the steps at half the target rate, and with
+    ``compiled`` the first compilation (measured on the CPU: 68 s for sphere20 on 2 cores; the bare
+    loop's compile of the same graphs then hits inductor's cache, 6 s)."""
     rate = model[4] / 2 if proof.device == "cuda" else 40.0
-    return 2 * (10.0 + steps * batch / rate + (90.0 if compiled else 0.0))
+    compile_s = (75.0 if model[0] == "iresnet50" else 50.0) + 15.0 if compiled else 0.0
+    return 2 * (8.0 + steps * batch / rate) + compile_s
 
 
 def section_throughput(proof: Proof, budget: float) -> None:
@@ -468,10 +471,10 @@ DDP_ESTIMATE_S = 60.0
 
 
 def sections(quick: bool) -> list[Section]:
-    throughput_budget = 30.0 if quick else 200.0
+    throughput_budget = 30.0 if quick else 170.0
     return [
         Section("1 training throughput", "train", lambda p: 30.0,
-                lambda p: section_throughput(p, min(throughput_budget, p.left() - 220.0 if not quick else p.left()))),
+                lambda p: section_throughput(p, min(throughput_budget, p.left() - 300.0 if not quick else p.left()))),
         Section("2 amp correctness", "amp", lambda p: 10.0 if quick else 50.0, section_amp),
         Section("3 data path", "data", lambda p: 10.0 if quick else 40.0, section_data),
         Section("4 alignment", "align", lambda p: 10.0 if quick else 45.0, section_align),

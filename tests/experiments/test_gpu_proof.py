@@ -22,11 +22,21 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.fixture(scope="module")
+def payload(lfw_images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CPU-sized payload, built as the script builds it (aligning what work/ lacks)."""
+    out = tmp_path_factory.mktemp("payload") / "payload"
+    env = {**os.environ, "FACEVERIFY_DATA": str(lfw_images.parent.parent)}
+    subprocess.run([sys.executable, str(ROOT / "experiments" / "gpu_payload.py"), "--quick", "--no-wheels",
+                    "--out", str(out)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    return out
+
+
 @pytest.mark.slow
-def test_quick_cpu_run_writes_every_section(lfw_images: Path, tmp_path: Path) -> None:
+def test_quick_cpu_run_writes_every_section(payload: Path, tmp_path: Path) -> None:
     results_before = sorted(p.relative_to(ROOT) for p in (ROOT / "results").rglob("*"))
     env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
-           "GPU_PROOF_SECONDS": "400", "FACEVERIFY_DATA": str(lfw_images.parent.parent)}
+           "GPU_PROOF_SECONDS": "400", "GPU_PAYLOAD": str(payload)}
     done = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_proof.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -52,3 +62,14 @@ def test_quick_cpu_run_writes_every_section(lfw_images: Path, tmp_path: Path) ->
     ddp = tables["ddp"]
     assert ddp[0]["backend"] == "gloo" and ddp[0]["passed"] == "True"
     assert {r["check"].split(",")[0] for r in ddp[1:]} == {"full head", "partial_fc head"}
+
+
+def test_a_section_that_does_not_fit_is_recorded_as_skipped_not_started(payload: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "gpu_proof.py"), "--device", "cpu", "--quick",
+                           "--payload", str(payload), "--out", str(tmp_path), "--seconds", "5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in SECTIONS:
+        (row,) = rows(tmp_path / f"{name}.csv")
+        assert row["status"] == "skipped" and float(row["estimate_s"]) > float(row["left_s"]), (name, row)
+    assert not list(tmp_path.glob("*.md"))  # rows only: the 8 files a device call brings back
