@@ -82,6 +82,20 @@ def per_fold_table(labels: list[str], by_label: dict[str, list[dict[str, str]]])
     return lines
 
 
+def published_table(spec: AblationSpec, by_label: dict[str, list[dict[str, str]]]) -> list[str]:
+    """The paper's accuracy beside each measured arm it names (``spec.published``), or nothing."""
+    if not spec.published:
+        return []
+    lines = [f"Beside the paper ({spec.published_source or 'published figures'}). Its training data and network "
+             "differ from this recording's: the columns sit side by side, the measured one is no reproduction.", "",
+             "| arm | measured accuracy % (mean over cells) | cells | published % |", "|---|---|---|---|"]
+    for arm, value in spec.published.items():
+        cells = by_label.get(arm, [])
+        measured = percent_or_na(float(np.mean([float(r["accuracy"]) for r in cells]))) if cells else "not recorded yet"
+        lines.append(f"| {arm} | {measured} | {len(cells)} | {100 * value:.2f} |")
+    return lines
+
+
 def paired_differences(labels: list[str], by_label: dict[str, list[dict[str, str]]], reference: str,
                        resamples: int) -> list[str]:
     """Every arm minus the reference on the same (fold, seed), in accuracy points."""
@@ -277,6 +291,9 @@ def _write_reports(spec: AblationSpec, csv_path: Path, tuning_path: Path | None)
         "",
         *per_fold_table(labels, by_label),
     ]
+    published = published_table(spec, by_label)
+    if published:
+        lines += ["", *published]
     if len(labels) > 1 and reference in by_label:  # with one arm there is nothing to pair with
         lines += ["", *paired_differences(labels, by_label, reference, resamples)]
     check = ordering_check(by_label, resamples)

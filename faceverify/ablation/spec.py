@@ -124,6 +124,10 @@ class AblationSpec:
     train_source: str = ""  # a packed or RecordIO folder instead of the per-fold LFW packs
     bins: list[str] = field(default_factory=list)  # .bin sets evaluated beside LFW (with train_source)
     bootstrap: int = 10_000  # resamples for the confidence intervals
+    # the paper's figures beside the measured arms in the report (arm -> LFW accuracy in [0, 1]), and
+    # where they come from; what they were trained on differs from the recording (said in the table)
+    published: dict[str, float] = field(default_factory=dict)
+    published_source: str = ""
 
 
 @dataclass(frozen=True)

@@ -425,6 +425,31 @@ def test_report_statistics_verdicts_collapse_flag_and_one_row_per_cell(tmp_path:
     assert "**Incomplete recording**: 12 of 36 planned cells" in partial
 
 
+def test_report_puts_the_published_figures_beside_the_measured_arms(tmp_path: Path):
+    from faceverify.ablation.report import write_reports
+    from faceverify.results import append_rows
+
+    spec = AblationSpec(name="paper", arms={"softmax": {}, "softmax+center": {}}, folds=[1, 2], seeds=[0],
+                        bootstrap=200, published={"softmax": 0.9737, "softmax+center": 0.9928,
+                                                  "softmax+contrastive": 0.9910},
+                        published_source="Wen et al., ECCV 2016, Table 2")
+    base = {"status": "ok", "input": "56x48", "commit": "c", "device": "cpu", "time_utc": "2026-01-01T00:00:00Z",
+            "train_seconds": 10, "eval_seconds": 1, "images_seen": 1000, "sweep_value": "", "trial": "", "seed": 0,
+            "auc": 0.9, "collapsed": False, "compactness": 0.6, "separation": 0.7}
+    append_rows(tmp_path / "paper.csv", [{**base, "arm": arm, "label": arm, "fold": fold, "accuracy": accuracy}
+                                         for arm, fold, accuracy in (("softmax", 1, 0.80), ("softmax", 2, 0.86),
+                                                                     ("softmax+center", 1, 0.88))])
+    write_reports(spec, tmp_path / "paper.csv", None)
+    report = (tmp_path / "paper.md").read_text()
+    assert "Beside the paper (Wen et al., ECCV 2016, Table 2)" in report
+    assert "| softmax | 83.00 | 2 | 97.37 |" in report  # the mean over the arm's cells
+    assert "| softmax+center | 88.00 | 1 | 99.28 |" in report
+    assert "| softmax+contrastive | not recorded yet | 0 | 99.10 |" in report
+    without = AblationSpec(name="paper", arms=spec.arms, folds=[1, 2], seeds=[0], bootstrap=200)
+    write_reports(without, tmp_path / "paper.csv", None)
+    assert "Beside the paper" not in (tmp_path / "paper.md").read_text()
+
+
 def test_training_on_another_source_with_held_out_identities_for_trials(att_protocol, att_packed: Path,
                                                                       tmp_path: Path):
     protocol, aligned = att_protocol
