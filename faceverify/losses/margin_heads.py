@@ -35,6 +35,11 @@ the largest ``cos t_j``). With ``cos t_j = <x^, W^_j>`` and ``t_y`` the angle to
   lambda = 0.7, r = 30, m = 0.4, t = 3 (SphereFace2-C). ``b`` starts where its gradient is zero for
   features orthogonal to every class (``cos = 0``): ``lambda sigma(-(a_y + b)) = (1 - lambda)(C - 1)
   sigma(a_i + b)`` with ``a_y = r (g(0) - m)``, ``a_i = r (g(0) + m)``, a quadratic in ``e^b`` solved here.
+  Under Partial FC each rank sums the terms of its shard's sampled classes and the sums are added
+  over the ranks (no softmax to complete); ``b`` is replicated and its gradient summed over the
+  shards. With r < 1 each sampled negative that is no label of the step counts ``1 / r`` times
+  (an unbiased estimate of the sum over every class, whose balance with the positive term the
+  paper's lambda and ``b`` are set for); the step's labels are always sampled and count once.
 
 Distributed: CurricularFace's ``t`` and AdaFace's norm statistics are batch statistics; with a
 process group they are taken over the global batch (one all-reduce of a few numbers), so every
@@ -50,7 +55,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from faceverify.errors import InvalidInputError
@@ -302,13 +306,24 @@ class SphereFace2Loss(MicroBatchAware, nn.Module):
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return _cosine(embeddings, self.weight)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
-        cos = _cosine(embeddings, self.weight)
-        self.predictions = _best(cos)[1]
-        positive = F.one_hot(labels, cos.shape[1]).to(torch.bool)
+    one_vs_all = True  # Partial FC sums its per-class terms over the shards instead of a softmax
+
+    def class_terms(self, embeddings: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                    bias: torch.Tensor) -> tuple[torch.Tensor, Best]:
+        """``(per-class loss [B, S], best)`` over the columns of ``weight [S, D]``: ``targets [B]`` is
+        each row's positive column (``-1``: its class is not among them, every column a negative).
+        The loss is ``sum over columns, mean over rows, / r`` of these terms."""
+        cos = _cosine(embeddings, weight)
+        best = _best(cos)
+        columns = torch.arange(cos.shape[1], device=cos.device)
+        positive = columns.unsqueeze(0) == targets.unsqueeze(1)
         g = self.similarity(cos.clamp(-1.0, 1.0))
         margin = torch.where(positive, g.new_tensor(-self.m), g.new_tensor(self.m))  # in g's dtype, not float32
-        z = self.r * (g + margin) + self.bias.to(cos.dtype)
+        z = self.r * (g + margin) + bias.to(cos.dtype)
         zero = torch.zeros((), dtype=z.dtype, device=z.device)  # log(1 + e^v) = logaddexp(v, 0), exact for any v
-        per_class = torch.where(positive, self.lam * torch.logaddexp(-z, zero), (1.0 - self.lam) * torch.logaddexp(z, zero))
+        return torch.where(positive, self.lam * torch.logaddexp(-z, zero),
+                           (1.0 - self.lam) * torch.logaddexp(z, zero)), best
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple: object = None) -> torch.Tensor:
+        per_class, (_, self.predictions) = self.class_terms(embeddings, self.weight, labels, self.bias)
         return per_class.sum(dim=1).mean() / self.r

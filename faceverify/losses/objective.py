@@ -139,8 +139,9 @@ LOSSES: dict[str, Builder] = {
 # Terms that classify (own class weights and give logits); the first one in `terms` gives accuracy.
 CLASSIFIERS = ("softmax", "cosface", "arcface", "sphereface", "curricularface", "subcenter_arcface", "adaface",
                "magface", "sphereface2")
-# Classifiers Partial FC shards (their margin rule works on any sample of the class rows).
-PARTIAL_FC_HEADS = tuple(name for name in CLASSIFIERS if name != "sphereface2")
+# Classifiers Partial FC shards (their margin rule works on any sample of the class rows; SphereFace2's
+# one-vs-all terms are summed over the shards).
+PARTIAL_FC_HEADS = CLASSIFIERS
 # Terms that need several images per identity in a batch (use the PK sampler).
 NEEDS_PK = ("contrastive", "triplet", "npair", "multi_similarity", "margin")
 
@@ -194,10 +195,6 @@ class Objective(nn.Module):
         self.sharded: tuple[str, ...] = ()
         if config.partial_fc.enabled:
             shard = class_shard(num_classes, world_size, rank)
-            if "sphereface2" in active:
-                raise ConfigError("loss.partial_fc does not shard sphereface2: its one-vs-all loss sums over every "
-                                  "class with a learned bias that would need a gradient summed over the shards; "
-                                  "train it with loss.partial_fc.sample_rate=0")
             self.sharded = tuple(n for n in active if n in PARTIAL_FC_HEADS or n == "center")
             if not self.sharded:
                 raise ConfigError(f"loss.partial_fc.sample_rate = {config.partial_fc.sample_rate} but no term it "

@@ -164,6 +164,37 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """``partial -> sum of every rank's partial`` (all-reduce) forward; the gradient passes to the
+    local partial unchanged, as :class:`DistributedCrossEntropy` gives each rank the gradient of
+    the whole loss for its own columns."""
+
+    @staticmethod
+    def forward(ctx, partial: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        total = partial.detach().clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+class _SumGradientOverRanks(torch.autograd.Function):
+    """Identity forward; the gradient all-reduced (summed) over the ranks on the way back: a
+    replicated parameter whose every rank's loss holds only that rank's part of the whole."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def gather_batch(embeddings: torch.Tensor, labels: torch.Tensor, world_size: int,
                  grad_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Every rank's ``embeddings [B, D]`` and ``labels [B]`` in rank order -> ``([W B, D], [W B])``,
@@ -257,6 +288,12 @@ class PartialFC(MicroBatchAware, nn.Module):
         super().__init__()
         check_range("partial_fc.sample_rate", sample_rate, 0, 1, strict_min=True)
         self.rule = rule.requires_grad_(False)
+        # a one-vs-all rule (SphereFace2): terms summed over the shards, its replicated bias trained
+        self.one_vs_all = bool(getattr(rule, "one_vs_all", False))
+        if self.one_vs_all:
+            with torch.no_grad():  # the rule was built without classes: its initial bias is the full head's
+                rule.bias.fill_(rule.initial_bias(shard.num_classes, rule.lam, rule.r, rule.m, rule.t))
+            rule.bias.requires_grad_(True)
         if hasattr(rule, "global_batch"):  # its batch statistics: the gathered batch is already global
             rule.global_batch = True
         self.shard, self.sample_rate, self.seed = shard, float(sample_rate), int(seed)
@@ -332,6 +369,8 @@ class PartialFC(MicroBatchAware, nn.Module):
                 bias = (self.bias if full else self.bias.index_select(0, rows)).detach().requires_grad_(self.training)
         if hasattr(self.rule, "set_micro_batch"):
             self.rule.set_micro_batch(self.first_micro_batch, self.last_micro_batch)
+        if self.one_vs_all:
+            return self._one_vs_all(embeddings, labels, weight, rows, targets)
         logits, (best, column) = self.rule.margin_logits(embeddings, weight, targets, bias)
         self.sampled_classes = logits.shape[1]
         if self.training:
@@ -345,6 +384,27 @@ class PartialFC(MicroBatchAware, nn.Module):
             share = term / self.shard.world_size
             loss = loss + share + (term - share).detach()
         return loss
+
+    def _one_vs_all(self, embeddings: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
+                    rows: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """The one-vs-all loss over every rank's sampled classes: this shard's terms summed (a
+        sampled negative that is no label of the step weighted ``1 / r``), added over the ranks."""
+        bias = self.rule.bias
+        if self.shard.world_size > 1:
+            bias = _SumGradientOverRanks.apply(bias)
+        per_class, (best, column) = self.rule.class_terms(embeddings, weight, targets, bias)
+        self.sampled_classes = per_class.shape[1]
+        if self.training:
+            self._pending = (rows, weight, None)
+        self.predictions = self._predict(best, column, rows, labels.shape[0])
+        if rows is not None:
+            positives = self._step_labels if self._step_labels is not None else labels
+            always = torch.zeros(self.shard.size + 1, dtype=torch.bool, device=weight.device)
+            always.index_fill_(0, self._slots(positives)[2], True)
+            counts = torch.where(always[rows], 1.0, 1.0 / self.sample_rate).to(per_class.dtype)
+            per_class = per_class * counts
+        partial = per_class.sum(dim=1).mean() / self.rule.r
+        return _SumOverRanks.apply(partial) if self.shard.world_size > 1 else partial
 
     def _predict(self, best: torch.Tensor, column: torch.Tensor, rows: torch.Tensor | None, total: int) -> torch.Tensor:
         """The best class over every rank's sampled columns, for this rank's own rows of the batch."""

@@ -284,14 +284,14 @@ def test_batch_statistics_are_those_of_the_global_batch_on_every_rank(tmp_path):
         assert std == pytest.approx(float(adaface.batch_std), rel=1e-12)
 
 
-def test_partial_fc_refuses_sphereface2_and_shards_the_others():
-    from faceverify.config import ConfigError, Replace, merge
+def test_partial_fc_shards_every_new_head():
+    from faceverify.config import Replace, merge
     from faceverify.losses.objective import LossConfig, Objective
     from faceverify.losses.partial_fc import PartialFC
 
     config = merge(LossConfig(), {"terms": Replace({"sphereface2": 1.0}), "partial_fc": {"sample_rate": 0.5}})
-    with pytest.raises(ConfigError, match="does not shard sphereface2"):
-        Objective(config, D, C)
+    objective = Objective(config, D, C)  # one-vs-all: its bias is the one trained parameter of the term
+    assert [n for n, p in objective.named_parameters() if p.requires_grad] == ["losses.sphereface2.rule.bias"]
     for name in ("curricularface", "subcenter_arcface", "adaface", "magface"):
         config = merge(LossConfig(), {"terms": Replace({name: 1.0}), "partial_fc": {"sample_rate": 0.5}})
         objective = Objective(config, D, C)

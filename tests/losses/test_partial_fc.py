@@ -27,6 +27,7 @@ from faceverify.losses.partial_fc import (
 
 D, C, N = 6, 11, 8  # embedding size, classes (odd: shards of unequal size), global batch
 HEADS = ["softmax", "cosface", "arcface", "sphereface", "curricularface", "subcenter_arcface", "adaface", "magface"]
+ALL_HEADS = HEADS + ["sphereface2"]  # the softmax heads and the one-vs-all one (its terms summed over the shards)
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,10 +122,18 @@ def test_initial_weights_do_not_depend_on_the_split():
     assert not torch.equal(whole, block_uniform_rows(1, 1, 0, 70_000, 3, 0.5))
 
 
-@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("name", ALL_HEADS)
 def test_one_process_with_every_class_sampled_is_the_full_head(name: str):
     expected_loss, expected_dx, expected_dw, expected_db = reference(name)
     loss, x, (rows, leaf, bias_leaf) = partial_backward(name, 1.0)
+    if name == "sphereface2":  # its one learned bias: the full head's initial value and gradient
+        torch.manual_seed(0)
+        full, partial = full_head(name), partial_head(name, 1.0)
+        assert float(partial.rule.bias.detach()) == pytest.approx(float(full.bias.detach()), abs=1e-12)
+        full(*batch()).backward()
+        copy_into_partial(partial, full.weight, None)
+        partial(*batch()).backward()
+        torch.testing.assert_close(partial.rule.bias.grad, full.bias.grad, rtol=0, atol=1e-12)
     assert rows is None  # r = 1: no sampling, the shard itself
     torch.testing.assert_close(float(loss.detach()), expected_loss, rtol=0, atol=1e-12)
     torch.testing.assert_close(x.grad, expected_dx, rtol=0, atol=1e-12)
@@ -158,6 +167,31 @@ def test_a_sample_keeps_every_positive_and_is_the_softmax_over_the_sampled_class
     if hasattr(head, "regulariser"):  # MagFace: its magnitude term too
         expected = expected + head.lambda_g * head.regulariser(x)
     torch.testing.assert_close(partial(x, y), expected, rtol=0, atol=1e-12)
+
+
+def test_sphereface2_under_a_sample_weights_the_negatives_it_drew_by_one_over_r():
+    """Brute force: the full head's per-class terms on the sampled columns, each sampled class that
+    is no label of the batch counted 1 / r times (the sum over every class estimated without bias)."""
+    torch.manual_seed(0)
+    head = full_head("sphereface2")
+    partial = partial_head("sphereface2", 0.3)
+    copy_into_partial(partial, head.weight, None)
+    x, y = batch()
+    partial.eval()
+    partial._host_step = 0
+    rows, targets = partial.sample(y, 0)
+    assert 0 < rows.numel() < C
+    cos = F.normalize(x) @ F.normalize(head.weight[rows]).T
+    g = 2.0 * ((cos + 1.0) / 2.0) ** head.t - 1.0
+    expected = torch.zeros((), dtype=torch.float64)
+    for i in range(N):
+        for j, cls in enumerate(rows.tolist()):
+            if cls == int(y[i]):
+                expected += head.lam * torch.log1p(torch.exp(-(head.r * (g[i, j] - head.m) + head.bias)))
+            else:
+                count = 1.0 if cls in set(y.tolist()) else 1.0 / 0.3
+                expected += count * (1 - head.lam) * torch.log1p(torch.exp(head.r * (g[i, j] + head.m) + head.bias))
+    torch.testing.assert_close(partial(x, y), expected / N / head.r, rtol=0, atol=1e-12)
 
 
 def test_the_sample_size_follows_the_rate():
@@ -250,7 +284,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     x, y = batch()
     share = N // world
     results = {}
-    for name in HEADS:
+    for name in ALL_HEADS:
         for rate in (1.0, 0.4):
             torch.manual_seed(0)
             weight, bias = full_weights(full_head(name))
@@ -264,7 +298,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             results[(name, rate)] = {"loss": loss.detach(), "dx": local.grad, "dw": leaf.grad,
                                      "db": None if bias_leaf is None else bias_leaf.grad, "rows": rows,
                                      "shard": (partial.shard.start, partial.shard.stop),
-                                     "predictions": partial.predictions}
+                                     "predictions": partial.predictions,
+                                     "rule_db": partial.rule.bias.grad if partial.one_vs_all else None}
     centers = torch.randn(C, D, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     center = ShardedCenterLoss(class_shard(C, world, rank), D).double()
     center.centers.copy_(centers[center.shard.start : center.shard.stop])
@@ -289,7 +324,7 @@ def two_ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("name", ALL_HEADS)
 def test_two_gloo_processes_of_the_sharded_full_head_equal_one_process_of_the_full_head(name: str, two_ranks):
     expected_loss, expected_dx, expected_dw, expected_db = reference(name)
     share = N // 2
@@ -304,12 +339,15 @@ def test_two_gloo_processes_of_the_sharded_full_head_equal_one_process_of_the_fu
     torch.manual_seed(0)
     head = full_head(name)
     x, y = batch()
-    head(x, y)
+    head(x, y).backward()
+    if name == "sphereface2":  # the replicated bias: every rank holds the gradient of the whole loss
+        for results in two_ranks:
+            torch.testing.assert_close(results[(name, 1.0)]["rule_db"], head.bias.grad, rtol=0, atol=1e-10)
     predictions = torch.cat([two_ranks[0][(name, 1.0)]["predictions"], two_ranks[1][(name, 1.0)]["predictions"]])
     assert torch.equal(predictions, head.predictions)
 
 
-@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("name", ALL_HEADS)
 def test_two_processes_sample_the_classes_one_process_samples(name: str, two_ranks):
     loss, x, (rows, leaf, _) = partial_backward(name, 0.4)
     share = N // 2
