@@ -77,6 +77,7 @@ class Proof:
     where: dict
     workers: int
     rates: dict[tuple[str, int], float] = field(default_factory=dict)  # (model, batch) -> Trainer images/s
+    reserve: float = 0.0  # seconds section 1 leaves for the selected sections after it (their estimates)
     failed: list[str] = field(default_factory=list)
 
     def left(self) -> float:
@@ -471,10 +472,11 @@ DDP_ESTIMATE_S = 60.0
 
 
 def sections(quick: bool) -> list[Section]:
-    throughput_budget = 30.0 if quick else 170.0
+    """The six sections; section 1 measures until only the estimates of the selected later ones
+    are left (``Proof.reserve``), so a longer deadline buys the compiled pairs first."""
     return [
         Section("1 training throughput", "train", lambda p: 30.0,
-                lambda p: section_throughput(p, min(throughput_budget, p.left() - 300.0 if not quick else p.left()))),
+                lambda p: section_throughput(p, p.left() - p.reserve)),
         Section("2 amp correctness", "amp", lambda p: 10.0 if quick else 50.0, section_amp),
         Section("3 data path", "data", lambda p: 10.0 if quick else 40.0, section_data),
         Section("4 alignment", "align", lambda p: 10.0 if quick else 45.0, section_align),
@@ -484,16 +486,54 @@ def sections(quick: bool) -> list[Section]:
     ]
 
 
+def plan(seconds: float) -> list[dict]:
+    """The GPU run as the deadline would schedule it if every step took its estimate (section 1 at
+    half its target rates): one row per measurement or section with its start and estimate, and the
+    iterations section 5 would get. ``--plan`` prints it; a test keeps the budget honest."""
+    proof = Proof("cuda", False, Path("."), Path("."), Path("."), 0.0, {}, workers=12)
+    clock, rows = 0.0, []
+    later = sections(False)[1:]
+    throughput_budget = seconds - sum(s.estimate(proof) for s in later)
+    for model, batch, compiled in throughput_plan(proof):
+        estimate = throughput_estimate(proof, model, batch, compiled, 40)
+        runs = clock + estimate <= min(throughput_budget, seconds)
+        rows.append({"section": "1", "what": f"{model[0]} batch {batch}{' compiled' if compiled else ''}",
+                     "start_s": clock, "estimate_s": estimate, "runs": runs})
+        if runs:
+            clock += estimate
+            if not compiled:
+                proof.rates[(model[0], batch)] = model[4] / 2
+    for number, estimate in ((s.name[0], s.estimate(proof)) for s in later[:3]):
+        runs = estimate <= seconds - clock
+        rows.append({"section": number, "what": "", "start_s": clock, "estimate_s": estimate, "runs": runs})
+        clock += estimate if runs else 0.0
+    budget = seconds - clock - DDP_ESTIMATE_S - 15.0
+    rows.append({"section": "5", "what": f"{lfw_iterations(proof, budget, 256)} iterations per arm",
+                 "start_s": clock, "estimate_s": budget, "runs": budget >= 3 * CELL_OVERHEAD_S + 45.0})
+    clock += budget
+    rows.append({"section": "6", "what": "", "start_s": clock, "estimate_s": DDP_ESTIMATE_S,
+                 "runs": DDP_ESTIMATE_S <= seconds - clock})
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--quick", action="store_true", help="tiny batches and few steps (the CPU check)")
     parser.add_argument("--payload", type=Path, default=ROOT / "gpu_payload")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the sections' CSVs")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the sections' CSVs (required to run)")
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("GPU_PROOF_SECONDS", 500)))
     parser.add_argument("--only", default="", help="comma-separated section numbers to run (default: all)")
+    parser.add_argument("--plan", action="store_true", help="print the GPU schedule the deadline gives, run nothing")
     args = parser.parse_args()
+    if args.plan:
+        for row in plan(args.seconds):
+            print(f"section {row['section']} {row['what']:34s} at {row['start_s']:5.0f} s, about "
+                  f"{row['estimate_s']:4.0f} s{'' if row['runs'] else '  (skipped: no time left)'}")
+        return 0
     start = time.perf_counter()
+    if args.out is None:
+        parser.error("--out is required (unless --plan)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_proof: no CUDA device; use --device cpu --quick to check the script on a CPU")
     payload_info = json.loads((args.payload / "payload.json").read_text())
@@ -508,9 +548,9 @@ def main() -> int:
         proof = Proof(args.device, args.quick, args.payload, args.out, Path(work), start + args.seconds, where,
                       workers=0 if args.quick else min(12, os.cpu_count() or 1))
         only = {s.strip() for s in args.only.split(",") if s.strip()}
-        for section in sections(args.quick):
-            if only and section.name.split()[0] not in only:
-                continue
+        selected = [s for s in sections(args.quick) if not only or s.name.split()[0] in only]
+        proof.reserve = sum(s.estimate(proof) for s in selected if not s.name.startswith("1 "))
+        for section in selected:
             estimate, left = section.estimate(proof), proof.left()
             print(f"== section {section.name} ({left:.0f} s left, needs about {estimate:.0f} s)", flush=True)
             if estimate > left:

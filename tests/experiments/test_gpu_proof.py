@@ -73,3 +73,21 @@ def test_a_section_that_does_not_fit_is_recorded_as_skipped_not_started(payload:
         (row,) = rows(tmp_path / f"{name}.csv")
         assert row["status"] == "skipped" and float(row["estimate_s"]) > float(row["left_s"]), (name, row)
     assert not list(tmp_path.glob("*.md"))  # rows only: the 8 files a device call brings back
+
+
+def test_the_default_deadline_schedules_every_section_on_a_gpu():
+    """At the estimates (section 1 at half its target rates) the 500 s deadline runs every
+    uncompiled throughput pair and every section, with section 5 long enough to learn; the compiled
+    pairs run only if the measured pairs come in under their estimates (else a rerun with
+    GPU_PROOF_ONLY=1 records them)."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import gpu_proof
+
+    rows = gpu_proof.plan(500.0)
+    assert all(r["runs"] for r in rows if "compiled" not in r["what"]), rows
+    assert {r["section"] for r in rows} == {"1", "2", "3", "4", "5", "6"}
+    (lfw,) = [r for r in rows if r["section"] == "5"]
+    assert int(lfw["what"].split()[0]) >= 300
+    last = rows[-1]
+    assert last["start_s"] + last["estimate_s"] <= 500.0
+    assert any(r["runs"] for r in gpu_proof.plan(900.0) if "compiled" in r["what"])
