@@ -121,12 +121,29 @@ def _positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where((index < len(ids)) & (ids[clipped] == values), index, -1)
 
 
-def _compact(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the distinct values of ``index`` in ``[0, n)``, sorted; each entry's rank among them)."""
-    present = np.zeros(n, bool)
-    present[index] = True
-    rank = np.cumsum(present) - 1
-    return np.flatnonzero(present), rank[index]
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ``values``, sorted; each entry's rank among them): a presence table over the ids
+    when they are small non-negative integers (IJB's are: one scatter, one prefix sum, one gather),
+    else :func:`numpy.unique`."""
+    if values.size and values.min() >= 0 and values.max() <= 16 * len(values) + (1 << 20):
+        present = np.zeros(int(values.max()) + 1, bool)
+        present[values] = True
+        rank = np.cumsum(present) - 1
+        return np.flatnonzero(present), rank[values]
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, inverse.reshape(-1)
+
+
+def _pair_side(template_ids: np.ndarray, pairs: np.ndarray, column: int) -> tuple[np.ndarray, np.ndarray]:
+    """(feature rows of the distinct templates on one side of the pairs, each pair's rank among
+    them); a template without a feature is an error naming the first pair that uses it."""
+    distinct, inverse = _distinct(pairs[:, column])
+    rows = _positions(template_ids, distinct)
+    if (rows < 0).any():
+        missing = distinct[rows < 0]
+        row = int(np.flatnonzero(np.isin(pairs, missing).any(axis=1))[0])
+        raise InvalidInputError(f"template pair {row}: template(s) {pairs[row].tolist()} have no feature")
+    return rows, inverse
 
 
 def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarray,
@@ -137,22 +154,21 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     The protocol's pairs join few templates on one side (IJB-C: 3.5K gallery templates against
     19.6K probes), so the scores are read from blocks of the similarity matrix between the two
     sides' templates (one matrix product per block of ``block_entries`` scores) rather than from
-    one gathered dot product per pair."""
-    index = _positions(template_ids, pairs)
-    if (index < 0).any():
-        row = int(np.argwhere(index < 0)[0][0])
-        raise InvalidInputError(f"template pair {row}: template(s) {pairs[row].tolist()} have no feature")
-    rows_a, inverse_a = _compact(index[:, 0], len(template_ids))
-    rows_b, inverse_b = _compact(index[:, 1], len(template_ids))
-    del index
+    one gathered dot product per pair. Each side's templates are ranked straight from their ids
+    (:func:`_distinct`), so no per-pair lookup of feature rows is made."""
+    rows_a, inverse_a = _pair_side(template_ids, pairs, 0)
+    rows_b, inverse_b = _pair_side(template_ids, pairs, 1)
     if len(rows_a) > len(rows_b):  # block the smaller side (the cosine is symmetric)
         rows_a, inverse_a, rows_b, inverse_b = rows_b, inverse_b, rows_a, inverse_a
     side_b = features[rows_b]
     block = max(1, block_entries // max(len(rows_b), 1))
     scores = np.empty(len(pairs), np.float64)
     for start in range(0, len(rows_a), block):
-        members = np.flatnonzero((inverse_a >= start) & (inverse_a < start + block))
         similarity = features[rows_a[start : start + block]] @ side_b.T
+        if start == 0 and block >= len(rows_a):  # one block: every pair, no selection
+            scores[:] = similarity[inverse_a, inverse_b]
+            break
+        members = np.flatnonzero((inverse_a >= start) & (inverse_a < start + block))
         scores[members] = similarity[inverse_a[members] - start, inverse_b[members]]
     return scores
 
