@@ -147,7 +147,7 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
     def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.5, sub_centers: int = 3):
         if sub_centers < 1:
             raise InvalidInputError(f"sub-center ArcFace needs sub_centers >= 1, got {sub_centers}")
-        super().__init__(embedding_dim, num_classes, s, m)
+        super().__init__(embedding_dim, 0, s, m)  # no [C, D] weight drawn only to be replaced
         self.sub_centers = int(sub_centers)
         weight = torch.empty(num_classes * self.sub_centers, embedding_dim)
         if num_classes:
