@@ -80,8 +80,7 @@ def pooled_templates(embeddings: np.ndarray, embeddings_flip: np.ndarray | None,
         if embeddings_flip.shape != embeddings.shape:
             raise InvalidInputError(f"embeddings_flip has shape {embeddings_flip.shape}, embeddings "
                                     f"{embeddings.shape}; they must match")
-    groups, image_group = np.unique(np.stack([templates, medias], axis=1), axis=0, return_inverse=True)
-    image_group = image_group.reshape(-1)
+    groups, image_group = _media_groups(np.asarray(templates), np.asarray(medias))
     template_ids, group_template = np.unique(groups[:, 0], return_inverse=True)
     image_template = group_template.reshape(-1)[image_group]
     weights = 1.0 / np.bincount(image_group, minlength=len(groups))[image_group]
@@ -89,12 +88,14 @@ def pooled_templates(embeddings: np.ndarray, embeddings_flip: np.ndarray | None,
         weights = weights * np.asarray(detector_scores, np.float64)
     pooled = np.zeros((len(template_ids), embeddings.shape[1]))
     in_order = len(rows) == len(embeddings) and bool((rows == np.arange(len(rows))).all())
+    buffer = np.empty((min(chunk, len(rows)), embeddings.shape[1]))  # one float64 chunk, reused
     for start in range(0, len(rows), chunk):
         part = slice(start, start + chunk) if in_order else rows[start : start + chunk]  # a slice copies nothing
+        x = buffer[: min(chunk, len(rows) - start)]
         if mode.flip == "sum":  # both cast to float64, then added: one pass
-            x = np.add(embeddings[part], embeddings_flip[part], dtype=np.float64)
+            np.add(embeddings[part], embeddings_flip[part], out=x, dtype=np.float64)
         else:
-            x = embeddings[part].astype(np.float64)
+            x[...] = embeddings[part]
         w = weights[start : start + chunk]
         if mode.unit_norm:
             norms = np.linalg.norm(x, axis=1)
@@ -104,6 +105,19 @@ def pooled_templates(embeddings: np.ndarray, embeddings_flip: np.ndarray | None,
         pooled += scatter @ x
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
     return template_ids, pooled / np.where(norms > 0, norms, 1.0)
+
+
+def _media_groups(templates: np.ndarray, medias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct (template, media) pairs ``[G, 2]``, sorted; each image's group ``[N]``): one
+    1-D unique of a packed 64-bit key when both ids fit 32 bits (IJB's do), else a row unique."""
+    integral = templates.dtype.kind in "iu" and medias.dtype.kind in "iu"
+    if integral and templates.size and min(templates.min(), medias.min()) >= 0 \
+            and max(templates.max(), medias.max()) < 1 << 31:
+        keys, image_group = np.unique((templates.astype(np.int64) << 32) | medias.astype(np.int64),
+                                      return_inverse=True)
+        return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1), image_group.reshape(-1)
+    groups, image_group = np.unique(np.stack([templates, medias], axis=1), axis=0, return_inverse=True)
+    return groups, image_group.reshape(-1)
 
 
 def _positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -161,15 +175,22 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     if len(rows_a) > len(rows_b):  # block the smaller side (the cosine is symmetric)
         rows_a, inverse_a, rows_b, inverse_b = rows_b, inverse_b, rows_a, inverse_a
     side_b = features[rows_b]
-    block = max(1, block_entries // max(len(rows_b), 1))
+    width = len(rows_b)
+    block = max(1, block_entries // max(width, 1))
     scores = np.empty(len(pairs), np.float64)
-    for start in range(0, len(rows_a), block):
-        similarity = features[rows_a[start : start + block]] @ side_b.T
-        if start == 0 and block >= len(rows_a):  # one block: every pair, no selection
-            scores[:] = similarity[inverse_a, inverse_b]
-            break
-        members = np.flatnonzero((inverse_a >= start) & (inverse_a < start + block))
-        scores[members] = similarity[inverse_a[members] - start, inverse_b[members]]
+    if block >= len(rows_a):  # one block: every pair, no grouping
+        similarity = features[rows_a] @ side_b.T
+        return similarity.ravel().take(inverse_a * width + inverse_b, out=scores)
+    # group the pairs by block once (a stable radix sort of small block numbers), so each block
+    # reads its own pairs, in their order, instead of every block scanning all pairs
+    blocks = -(-len(rows_a) // block)
+    key = (inverse_a // block).astype(np.int16 if blocks < 1 << 15 else np.int64)
+    order = np.argsort(key, kind="stable")
+    ends = np.cumsum(np.bincount(key, minlength=blocks))
+    for k in range(blocks):
+        members = order[ends[k - 1] if k else 0 : ends[k]]
+        similarity = features[rows_a[k * block : (k + 1) * block]] @ side_b.T
+        scores[members] = similarity.ravel().take((inverse_a[members] - k * block) * width + inverse_b[members])
     return scores
 
 
@@ -198,8 +219,21 @@ class Roc:
 
 def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distinct values, how many of each) of an ascending array."""
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    return ordered[starts], np.diff(np.r_[starts, len(ordered)])
+    first = np.empty(len(ordered), bool)  # whether each entry starts a run, written in place
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    del first
+    return ordered[starts], np.diff(starts, append=len(ordered))
+
+
+def _accumulated_from_top(counts: np.ndarray) -> np.ndarray:
+    """``[0, c_K, c_K + c_{K-1}, ...]`` ``[K+1]``: how many entries lie at or above each threshold,
+    thresholds descending (one cumulative sum written in place)."""
+    out = np.empty(len(counts) + 1, np.int64)
+    out[0] = 0
+    np.cumsum(counts[::-1], out=out[1:])
+    return out
 
 
 def roc(scores: np.ndarray, labels: np.ndarray) -> Roc:
@@ -217,9 +251,14 @@ def roc(scores: np.ndarray, labels: np.ndarray) -> Roc:
     impostors_at = np.insert(counts_i, where[~shared], 0)
     genuine_at = np.zeros(len(thresholds), np.int64)
     genuine_at[np.searchsorted(thresholds, values_g)] = counts_g
-    tp = np.r_[0, np.cumsum(genuine_at[::-1])]  # accepted when score >= threshold, from the top
-    fp = np.r_[0, np.cumsum(impostors_at[::-1])]
-    return Roc(fp / n_neg, tp / n_pos, np.r_[np.inf, thresholds[::-1]], n_pos, n_neg, tp, fp)
+    tp = _accumulated_from_top(genuine_at)  # accepted when score >= threshold, from the top
+    del genuine_at
+    fp = _accumulated_from_top(impostors_at)
+    del impostors_at
+    descending = np.empty(len(thresholds) + 1)
+    descending[0] = np.inf
+    descending[1:] = thresholds[::-1]
+    return Roc(fp / n_neg, tp / n_pos, descending, n_pos, n_neg, tp, fp)
 
 
 def tar_at_far(curve: Roc, fars: tuple[float, ...] = FAR_TARGETS) -> dict[str, float]:
