@@ -187,9 +187,12 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     key = (inverse_a // block).astype(np.int16 if blocks < 1 << 15 else np.int64)
     order = np.argsort(key, kind="stable")
     ends = np.cumsum(np.bincount(key, minlength=blocks))
+    del key
+    buffer = np.empty((block, width))  # one block of the similarity matrix, reused (fresh pages cost)
     for k in range(blocks):
         members = order[ends[k - 1] if k else 0 : ends[k]]
-        similarity = features[rows_a[k * block : (k + 1) * block]] @ side_b.T
+        side_a = features[rows_a[k * block : (k + 1) * block]]
+        similarity = np.matmul(side_a, side_b.T, out=buffer[: len(side_a)])
         scores[members] = similarity.ravel().take((inverse_a[members] - k * block) * width + inverse_b[members])
     return scores
 
