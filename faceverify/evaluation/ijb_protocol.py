@@ -169,7 +169,11 @@ def pair_scores(template_ids: np.ndarray, features: np.ndarray, pairs: np.ndarra
     19.6K probes), so the scores are read from blocks of the similarity matrix between the two
     sides' templates (one matrix product per block of ``block_entries`` scores) rather than from
     one gathered dot product per pair. Each side's templates are ranked straight from their ids
-    (:func:`_distinct`), so no per-pair lookup of feature rows is made."""
+    (:func:`_distinct`), so no per-pair lookup of feature rows is made. With several blocks the
+    pairs are grouped by block once (a stable radix sort of the block numbers), each block's
+    product is written into one reused buffer and its pairs read from it by a flat ``take``.
+    Scores equal a single product's to float64 rounding (the BLAS may round a block's sums
+    differently, ~1e-16)."""
     rows_a, inverse_a = _pair_side(template_ids, pairs, 0)
     rows_b, inverse_b = _pair_side(template_ids, pairs, 1)
     if len(rows_a) > len(rows_b):  # block the smaller side (the cosine is symmetric)
