@@ -157,6 +157,19 @@ def test_pooling_and_scores_equal_the_loop_reference(mode):
                                    reference_scores(reference, pairs), atol=1e-9)
 
 
+@pytest.mark.parametrize("template_offset,media_offset", [(0, 0), (1 << 40, 0), (0, -(1 << 33))])
+def test_pooling_groups_media_the_same_for_ids_inside_and_outside_the_packed_key(template_offset, media_offset):
+    """(template, media) pairs are grouped by one packed 64-bit key when both ids fit 32 bits and by
+    a row unique otherwise (ids of 2^40, or negative media ids): both give the loop's templates."""
+    rng = np.random.default_rng(11)
+    embeddings, flips, det, templates, medias = random_release(rng)
+    templates, medias = templates + template_offset, medias + media_offset
+    reference = reference_templates((embeddings + flips) * det[:, None], templates, medias)
+    ids, pooled = pooled_templates(embeddings, flips, np.arange(len(embeddings)), det, templates, medias, Mode())
+    assert ids.tolist() == sorted(reference)
+    np.testing.assert_allclose(pooled, np.array([reference[t] for t in ids.tolist()]), atol=1e-9)
+
+
 def test_a_pair_naming_a_template_without_features_is_refused():
     ids = np.array([1, 5, 9])
     with pytest.raises(ValueError, match=r"template pair 1: template\(s\) \[5, 7\]"):
