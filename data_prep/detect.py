@@ -80,6 +80,28 @@ def choose_face(
     return int(candidates[np.argmax(areas[candidates])])
 
 
+class _FixedRows(torch.nn.Module):
+    """Runs ``net`` on its input rows in chunks of exactly ``rows`` (the last one zero-padded), so
+    each row's output does not depend on how many rows come with it.
+
+    MTCNN's R-net and O-net score every candidate box of a batch of photos at once; on some CPUs
+    (seen on an AVX-512/AMX Xeon, not on the earlier machines) the float32 kernels round a row
+    differently for another number of rows, which moved a photo's landmarks by 1.5e-5 px with the
+    photos batched beside it, so a sharded run differed from an unsharded one."""
+
+    def __init__(self, net: torch.nn.Module, rows: int = 32):
+        super().__init__()
+        self.net, self.rows = net, int(rows)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        count = len(x)
+        pad = -count % self.rows
+        if pad:
+            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+        parts = [self.net(x[start : start + self.rows]) for start in range(0, len(x), self.rows)]
+        return tuple(torch.cat(outputs)[:count] for outputs in zip(*parts))
+
+
 class FaceDetector:
     """facenet-pytorch MTCNN with ``keep_all=True``, batched over equal-sized images."""
 
@@ -105,6 +127,8 @@ class FaceDetector:
             select_largest=False,
             post_process=False,
         )
+        self.mtcnn.rnet = _FixedRows(self.mtcnn.rnet)
+        self.mtcnn.onet = _FixedRows(self.mtcnn.onet)
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Downscale for detection if needed -> (image, per-axis factor back to full size).
@@ -136,10 +160,10 @@ class FaceDetector:
 
     def _mtcnn(self, batch: np.ndarray) -> list[tuple]:
         """MTCNN on a stack of equal-sized images. One image runs as a batch of two (itself twice,
-        the first result kept): MTCNN's batched arithmetic gives the same result for an image
-        whatever else its batch holds, but a batch of one takes another path whose landmarks
-        differ in the 5th digit; this way a photo's detection does not depend on its batch, so a
-        resumed, a sharded and an unsharded run give the same rows."""
+        the first result kept): a batch of one takes another path whose landmarks differ in the
+        5th digit; with that and the R-/O-net boxes scored in fixed chunks (:class:`_FixedRows`), a
+        photo's detection does not depend on its batch, so a resumed, a sharded and an unsharded
+        run give the same rows."""
         single = len(batch) == 1
         boxes, probs, points = self.mtcnn.detect(np.concatenate([batch, batch]) if single else batch, landmarks=True)
         return list(zip(boxes, probs, points))[: len(batch)]
