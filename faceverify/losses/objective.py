@@ -144,11 +144,17 @@ CLASSIFIERS = ("softmax", "cosface", "arcface", "sphereface", "curricularface", 
 PARTIAL_FC_HEADS = CLASSIFIERS
 # Terms that need several images per identity in a batch (use the PK sampler).
 NEEDS_PK = ("contrastive", "triplet", "npair", "multi_similarity", "margin")
+# The terms ``data.sampler: auto`` gives PK batches: the pair terms, and Proxy-NCA, which compares
+# each embedding with class proxies rather than with the batch but is trained and compared on
+# class-balanced (m-per-class) batches like the pair losses (Musgrave et al., "A Metric Learning
+# Reality Check", ECCV 2020); the classifiers keep batches drawn at random, as Wen et al. train.
+PK_WHEN_AUTO = NEEDS_PK + ("proxy_nca",)
 
 
 def needs_pk_sampling(config: LossConfig) -> bool:
-    """Whether a term with a non-zero weight needs several images per identity in a batch."""
-    return any(name in NEEDS_PK and float(weight) != 0.0 for name, weight in config.terms.items())
+    """Whether ``data.sampler: auto`` draws PK batches: a term of :data:`PK_WHEN_AUTO` has a
+    non-zero weight."""
+    return any(name in PK_WHEN_AUTO and float(weight) != 0.0 for name, weight in config.terms.items())
 
 
 @dataclass

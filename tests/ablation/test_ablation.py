@@ -259,6 +259,23 @@ def test_demo_draws_random_batches_while_ablation_arms_keep_pk(tmp_path: Path):
     assert train_config(arm, Cell("softmax+center", 0, 1), tmp_path, tmp_path).data.sampler == "pk"
 
 
+@pytest.mark.parametrize("terms,expected", [
+    ({"softmax": 1.0}, "shuffle"), ({"softmax": 1.0, "center": 0.003}, "shuffle"), ({"arcface": 1.0}, "shuffle"),
+    ({"sphereface2": 1.0}, "shuffle"), ({"softmax": 1.0, "contrastive": 0.1}, "pk"), ({"triplet": 1.0}, "pk"),
+    ({"margin": 1.0}, "pk"), ({"multi_similarity": 1.0}, "pk"), ({"npair": 1.0}, "pk"), ({"proxy_nca": 1.0}, "pk"),
+    ({"softmax": 1.0, "triplet": 0.0}, "shuffle"),  # a term weighted 0 is off
+])
+def test_sampler_auto_draws_pk_batches_for_pair_and_proxy_terms_only(terms, expected):
+    """Issue 26: ``data.sampler: auto`` gives random batches to arms made only of classification
+    terms (+ center) and PK batches to any arm with a pair or proxy term."""
+    from faceverify.config import merge
+    from faceverify.training.build import sampler_kind
+    from faceverify.training.config import TrainConfig
+
+    config = merge(TrainConfig(), {"data": {"sampler": "auto"}, "loss": {"terms": terms}})
+    assert sampler_kind(config) == expected
+
+
 # ----------------------------------------------------------------------------- tuning, hashing, statistics
 def tuned_spec(tmp_path: Path, protocol: Path, aligned: Path, extra: str = "") -> Path:
     spec = tmp_path / "tuned.yaml"
