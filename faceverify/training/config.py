@@ -28,7 +28,7 @@ RESUME_NEUTRAL: tuple[str, ...] = (
 @dataclass
 class DataConfig:
     source: str = ""  # a folder written by `faceverify pack`, or a RecordIO folder (train.rec, train.idx)
-    sampler: Literal["auto", "shuffle", "pk"] = "auto"  # auto: pk when a pair loss needs it
+    sampler: Literal["auto", "shuffle", "pk"] = "auto"  # auto: pk for pair and proxy terms (losses.objective.PK_WHEN_AUTO)
     batch_size: int = 256  # global batch (all ranks together)
     k: int = 4  # images per identity with the PK sampler (P = batch_size / k)
     flip: bool = True  # random horizontal flip, on the device
