@@ -165,9 +165,9 @@ def benchmark_section() -> str:
                      "(`experiments/bench_embed.py`).")
     rows = _rows(ROOT / "results" / "benchmarks" / "ijb.csv")
     if rows:
-        latest = {r["implementation"]: r for r in rows if float(r["scale"]) == 1.0}
-        ours, loop = latest.get("faceverify"), latest.get("loop")
         full = [r for r in rows if float(r["scale"]) == 1.0]
+        latest = {r["implementation"]: r for r in full}
+        ours, loop = latest.get("faceverify"), latest.get("loop")
         loops = {r["time_utc"]: r for r in full if r["implementation"] == "loop"}
         history = ", ".join(f"{float(r['speedup_vs_loop']):.1f}x ({float(r['total_seconds']):.1f} s against "
                             f"{float(loops[r['time_utc']]['total_seconds']):.1f} s, {r['commit']})"
