@@ -21,7 +21,7 @@ from faceverify.losses.objective import LossConfig
 RESUME_NEUTRAL: tuple[str, ...] = (
     "out", "device", "compile", "channels_last", "deterministic", "log_every", "checkpoint_every",
     "keep_best", "tensorboard", "progress", "data.workers", "data.pin_memory", "data.source", "data.decode",
-    "optim.max_iters", "model.gradient_checkpointing",
+    "optim.max_iters", "model.gradient_checkpointing", "keep_host_memory",
 )
 
 
@@ -167,6 +167,9 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False  # bitwise reproducible (slower); used by the tests
+    # fix glibc malloc's thresholds so the buffers a step frees stay for the next one instead of being
+    # trimmed and page-faulted back in every step (training.host_memory; process-wide, glibc only)
+    keep_host_memory: bool = True
     log_every: int = 20
     checkpoint_every: int = 1000
     keep_best: bool = True

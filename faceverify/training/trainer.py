@@ -22,7 +22,9 @@ What it guarantees:
   all-reduced. Pair and triplet terms see each rank's share of the batch (whole identities, by
   the PK sampler's sharding), not pairs across ranks.
 * **Speed.** uint8 batches are copied to the device and normalised and flipped there; optional
-  bf16/fp16 autocast, channels_last and ``torch.compile``; DDP through torchrun.
+  bf16/fp16 autocast, channels_last and ``torch.compile``; DDP through torchrun. On glibc the
+  freed host buffers stay with the process (``keep_host_memory``, :mod:`~faceverify.training.host_memory`)
+  instead of being trimmed and page-faulted back in every step.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from faceverify.models.backbones import build_backbone, set_gradient_checkpointi
 from faceverify.provenance import git_commit
 from faceverify.training import distributed
 from faceverify.training.checkpoint import load_checkpoint, save_checkpoint
+from faceverify.training.host_memory import keep_freed_host_memory
 from faceverify.training.config import TrainConfig
 from faceverify.training.logging import MetricsLogger, progress_bar
 from faceverify.training.seed import rng_state, seed_everything, set_rng_state
@@ -104,6 +107,8 @@ class Trainer:
     def _setup(self, config: TrainConfig) -> None:
         self.state = TrainState()
         self._stop_requested = False
+        if config.keep_host_memory:  # before the first batch: every step's buffers then stay with the process
+            keep_freed_host_memory()
         seed_everything(config.seed, config.deterministic)
         device = self.info.device
         if config.data.decode == "gpu" and device.type != "cuda":
