@@ -42,14 +42,15 @@ import time
 from collections import Counter
 from dataclasses import replace
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import cv2
 import numpy as np
 
 from faceverify.data.alignment import Template, alignment_residual, get_template, similarity_transform, warp_face
-from data_prep.detect import FaceDetector, choose_face
+from data_prep.faces import choose_face
 from data_prep.inputs import (  # noqa: F401 - part of the alignment API
     RESULT_SETTINGS,
     RUN_FILE,
@@ -76,6 +77,9 @@ from faceverify.data.images import UnreadableImageError, read_rgb
 from faceverify.locks import OutputInUseError, OutputLock, lock_output
 from faceverify.io import check_writable_dir, move_aside, write_bytes, write_json
 from faceverify.progress import progress_bar
+
+if TYPE_CHECKING:  # the detector (and torch) load only where photos are detected: see _detector
+    from data_prep.detect import FaceDetector
 
 JOURNAL = ".journal.csv"
 def _row(source: Source, status: str, reason: str, **values: object) -> dict[str, str]:
@@ -200,6 +204,14 @@ def align_tree(
         lock.release()
 
 
+def _detector(config: AlignConfig) -> "FaceDetector":
+    """MTCNN for ``config``, imported here: a run with nothing left to detect, and the parent of
+    ``--workers`` shards before they start, never load torch."""
+    from data_prep.detect import FaceDetector
+
+    return FaceDetector(config.device, config.thresholds, config.min_face_size, config.max_side)
+
+
 def _lock_whole(dst: Path) -> OutputLock:
     """DST's exclusive lock for a plain run; refused while another plain run or any shard runs."""
     try:
@@ -244,9 +256,7 @@ def _align_locked(src: Path, dst: Path, config: AlignConfig, detector: FaceDetec
         pending = [b for b in _batches(sources, config.batch_size)
                    if not all(_done(known(s.rel), dst, fingerprints[s.rel]) for s in b)]
         if pending:
-            detector = detector or FaceDetector(
-                config.device, config.thresholds, config.min_face_size, config.max_side
-            )
+            detector = detector or _detector(config)
         total = sum(len(b) for b in pending)
         with ThreadPoolExecutor(max(config.threads, 1)) as pool, progress_bar(
             total=total, desc="align", unit="img", enabled=progress
@@ -336,9 +346,11 @@ def _merge_parts(journal: Journal, dst: Path) -> int:
 
 def _align_in_processes(src: Path, dst: Path, config: AlignConfig, detector: FaceDetector | None, progress: bool,
                         only: set[str] | None, restart: bool) -> dict:
-    """``config.workers`` shard processes side by side (``data_prep.shard_worker``, each with its share
-    of the cores), then the plain run that merges them (and aligns what a failed shard left). A
-    failed shard is named; its work so far is kept."""
+    """``config.workers`` shards side by side, each with its share of the cores: shards 2..N in
+    processes of their own (``data_prep.shard_worker``), started first, and shard 1 in this process
+    meanwhile (so its start-up, torch and MTCNN loading, overlaps theirs instead of preceding it);
+    then the plain run that merges them (and aligns what a failed shard left). A failed shard is
+    named; its work so far is kept."""
     count = config.workers
     one = replace(config, workers=1)
     check_separate(src, dst)
@@ -348,18 +360,35 @@ def _align_in_processes(src: Path, dst: Path, config: AlignConfig, detector: Fac
             move_aside(dst)
     threads = max(1, (os.cpu_count() or 1) // count)
     processes = []
-    for k in range(1, count + 1):
+    for k in range(2, count + 1):
         spec = {"src": str(src), "dst": str(dst), "config": to_dict(one), "shard": k, "count": count,
-                "threads": threads, "progress": progress and k == 1, "only": sorted(only) if only is not None else None}
+                "threads": threads, "progress": False, "only": sorted(only) if only is not None else None}
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         processes.append((k, subprocess.Popen([sys.executable, "-m", "data_prep.shard_worker", json.dumps(spec)],
                                               env=env)))
-    codes = [(k, process.wait()) for k, process in processes]
+    try:
+        with _torch_threads(threads):
+            align_tree(src, dst, one, detector, progress, only, shard=Shard(1, count))
+    finally:  # also when shard 1 failed: the others finish (or fail) on their own, and are waited for
+        codes = [(k, process.wait()) for k, process in processes]
     failed = [f"shard {k}/{count} (exit code {code})" for k, code in codes if code != 0]
     if failed:
         raise AlignmentError(f"{', '.join(failed)} failed (see above); what the shards finished is kept: re-run "
                              "the same command to resume")
     return align_tree(src, dst, one, detector, progress, only)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` inside the block (a shard's share of the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _remove_gone(journal: Journal, listed: set[str], dst: Path) -> int:

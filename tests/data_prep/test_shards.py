@@ -129,6 +129,34 @@ def test_two_shards_run_at_the_same_time_and_workers_merge_them(tmp_path: Path, 
     assert outputs(workers) == outputs(one_thread)
 
 
+def test_workers_start_their_shard_processes_before_the_parent_loads_torch(tmp_path: Path, lfw_images: Path):
+    """The parent runs shard 1 itself; its imports (torch, MTCNN: seconds) overlap the other shards'
+    start-up only if it has not loaded torch before starting them."""
+    src = lfw_subset(lfw_images, tmp_path / "src", people=3, per_person=2)
+    code = f"""
+import subprocess, sys
+from data_prep.prepare import AlignConfig, align_tree
+started_with_torch = []
+class Spy(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+        if "data_prep.shard_worker" in args[0]:
+            started_with_torch.append("torch" in sys.modules)
+        super().__init__(*args, **kwargs)
+subprocess.Popen = Spy
+summary = align_tree({str(src)!r}, {str(tmp_path / "dst")!r},
+                     AlignConfig(purpose="eval", batch_size=2, device="cpu", threads=1, workers=2), progress=False)
+import torch
+print(started_with_torch, summary["sources"], summary["counts"]["ok"] + summary["counts"]["fallback"],
+      torch.get_num_threads())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    default_threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+    # shard processes started before torch; all 6 photos aligned; the caller's torch threads restored
+    assert done.stdout.split() == ["[False]", "6", "6", default_threads], done.stdout
+
+
 def test_shards_with_other_settings_another_split_or_a_running_plain_run_are_refused(
         mixed_tree: Path, tmp_path: Path, detector: FaceDetector):  # noqa: F811
     dst = tmp_path / "dst"
