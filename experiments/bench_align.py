@@ -83,13 +83,16 @@ def bare_shard(spec: dict) -> None:
     print(json.dumps({"start": start, "end": time.time(), "images": len(images)}), flush=True)
 
 
-def bare_in_processes(paths: list[str], count: int, batch_size: int, device: str) -> float:
-    """Wall seconds of ``count`` bare processes detecting their shares side by side."""
+def bare_in_processes(paths: list[str], count: int, batch_size: int, device: str, work: Path) -> float:
+    """Wall seconds of ``count`` bare processes detecting their shares side by side (each reads its
+    spec from a file in ``work``: thousands of paths do not fit on a command line)."""
     threads = max(1, (os.cpu_count() or 1) // count)
     processes = []
     for k in range(count):
-        spec = {"paths": paths, "k": k, "n": count, "batch_size": batch_size, "device": device, "threads": threads}
-        processes.append(subprocess.Popen([sys.executable, __file__, "--bare-shard", json.dumps(spec)],
+        spec = work / f"bare_shard_{k}.json"
+        spec.write_text(json.dumps({"paths": paths, "k": k, "n": count, "batch_size": batch_size, "device": device,
+                                    "threads": threads}))
+        processes.append(subprocess.Popen([sys.executable, __file__, "--bare-shard", str(spec)],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                           env={**os.environ, "OMP_NUM_THREADS": str(threads)}))
     for process in processes:  # everything loaded before anyone starts
@@ -134,7 +137,7 @@ def main() -> None:
     parser.add_argument("--bare-shard", help=argparse.SUPPRESS)  # one process of "bare, two processes"
     args = parser.parse_args()
     if args.bare_shard:
-        bare_shard(json.loads(args.bare_shard))
+        bare_shard(json.loads(Path(args.bare_shard).read_text()))
         return
     where = provenance()
     location = locate_lfw(args.lfw)
@@ -168,7 +171,8 @@ def main() -> None:
     times: dict[str, list[float]] = {"bare": [], "bare_2": [], "pipeline": [], "one": [], "two": []}
     measure = {
         "bare": lambda run: bare_detect(mtcnn, images, args.batch_size),
-        "bare_2": lambda run: bare_in_processes([str(paths[k]) for k in keys], 2, args.batch_size, args.device),
+        "bare_2": lambda run: bare_in_processes([str(paths[k]) for k in keys], 2, args.batch_size, args.device,
+                                            work),
         "pipeline": pipeline,
         "one": lambda run: command_seconds(src, work / f"one{run}", args.batch_size, args.threads, 1, args.device),
         "two": lambda run: command_seconds(src, work / f"two{run}", args.batch_size, args.threads, 2, args.device),
