@@ -1,7 +1,7 @@
 """Benchmark: our alignment pipeline against bare batched MTCNN, same images, same run, in one
 process and in two (``faceverify align --workers 2``: two shards side by side, then the merge).
 
-    python experiments/bench_align.py [--images 2400] [--batch-size 8] [--repeats 2]
+    python experiments/bench_align.py [--images 2400] [--batch-size 8] [--repeats 3]
 
 Bare is facenet-pytorch's ``MTCNN`` itself (not our ``FaceDetector``, so the baseline shares no
 code with what it judges), ``keep_all``, on the decoded images already in memory, in batches of
@@ -22,8 +22,11 @@ Ours, timed the way a user runs them:
   same with ``--workers 2``, each a fresh process from start to exit (imports, MTCNN's weights,
   the shards and their merge included), into a fresh folder. Target: two >= 1.3 x one.
 
-Every measurement alternates with the others over ``repeats`` and keeps its best time. Appends to
-results/benchmarks/align.csv and regenerates align.md.
+Each repeat runs every measurement once, the compared ones next to each other (bare in two
+processes, bare, pipeline, one, two; reversed in every other repeat), so that the 2-core machine's drift (its
+speed moves by 10-20% within minutes) hits both sides of a ratio alike. The ratios recorded are
+the medians of the repeats' own ratios (each repeat's listed beside them); the images/s columns are
+the best of the repeats. Appends to results/benchmarks/align.csv and regenerates align.md.
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2400)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="decode/write threads per process")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     parser.add_argument("--bare-shard", help=argparse.SUPPRESS)  # one process of "bare, two processes"
@@ -168,15 +171,15 @@ def main() -> None:
         shutil.rmtree(dst)
         return elapsed
 
-    times: dict[str, list[float]] = {"bare": [], "bare_2": [], "pipeline": [], "one": [], "two": []}
-    measure = {
-        "bare": lambda run: bare_detect(mtcnn, images, args.batch_size),
+    measure = {  # in this order: each ratio's two sides next to each other
         "bare_2": lambda run: bare_in_processes([str(paths[k]) for k in keys], 2, args.batch_size, args.device,
                                             work),
+        "bare": lambda run: bare_detect(mtcnn, images, args.batch_size),
         "pipeline": pipeline,
         "one": lambda run: command_seconds(src, work / f"one{run}", args.batch_size, args.threads, 1, args.device),
         "two": lambda run: command_seconds(src, work / f"two{run}", args.batch_size, args.threads, 2, args.device),
     }
+    times: dict[str, list[float]] = {name: [] for name in measure}
     for run in range(args.repeats):
         order = list(measure) if run % 2 == 0 else list(reversed(measure))  # drift hits every measurement
         for name in order:
@@ -184,6 +187,15 @@ def main() -> None:
             print(f"repeat {run}: {name} {len(images) / times[name][-1]:.1f} images/s", flush=True)
     shutil.rmtree(work)
     rate = {name: len(images) / min(values) for name, values in times.items()}
+
+    def paired(faster: str, slower: str) -> tuple[float, str]:
+        """Median over the repeats of rate(faster) / rate(slower) = time(slower) / time(faster)."""
+        ratios = [b / a for a, b in zip(times[faster], times[slower])]
+        return float(np.median(ratios)), " ".join(f"{r:.3f}" for r in ratios)
+
+    ratio, ratio_runs = paired("pipeline", "bare")
+    two_vs_one, two_vs_one_runs = paired("two", "one")
+    bare_two_vs_one, bare_two_vs_one_runs = paired("bare_2", "bare")
     row = {
         **where,
         "device": device_description(args.device),
@@ -193,23 +205,27 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "bare_mtcnn_images_per_s": rate["bare"],
         "pipeline_images_per_s": rate["pipeline"],
-        "ratio": rate["pipeline"] / rate["bare"],
+        "ratio": ratio,
+        "ratio_runs": ratio_runs,
         "target_ratio": 0.85,
-        "meets_target": rate["pipeline"] / rate["bare"] >= 0.85,
+        "meets_target": ratio >= 0.85,
         "bare_mtcnn_2_processes_images_per_s": rate["bare_2"],
-        "bare_two_processes_vs_one": rate["bare_2"] / rate["bare"],
+        "bare_two_processes_vs_one": bare_two_vs_one,
+        "bare_two_processes_vs_one_runs": bare_two_vs_one_runs,
         "pipeline_1_process_cold_images_per_s": rate["one"],
         "pipeline_2_processes_images_per_s": rate["two"],
-        "two_processes_vs_one": rate["two"] / rate["one"],
+        "two_processes_vs_one": two_vs_one,
+        "two_processes_vs_one_runs": two_vs_one_runs,
         "target_two_processes_vs_one": 1.3,
-        "meets_target_two_processes": rate["two"] / rate["one"] >= 1.3,
+        "meets_target_two_processes": two_vs_one >= 1.3,
         "baseline": "facenet-pytorch MTCNN",
         "timing": "commands",
         "repeats": args.repeats,
     }
     record_rows(args.out / "align.csv", [row], args.out / "align.md", "Alignment pipeline vs bare MTCNN",
-                note="Produced by `python experiments/bench_align.py`. Best of alternating repeats; LFW deep-funneled "
-                     "images (250x250 JPEG): those of pairs.txt, then the rest in name order. Rows with "
+                note="Produced by `python experiments/bench_align.py`. Alternating repeats; LFW deep-funneled "
+                     "images (250x250 JPEG): those of pairs.txt, then the rest in name order. Rows with `ratio_runs` give "
+                     "the medians of the repeats' own ratios (earlier rows: ratios of the best times). Rows with "
                      "baseline = facenet-pytorch MTCNN time bare detection with facenet-pytorch's own MTCNN "
                      "(earlier rows: our FaceDetector), give the ceiling for two processes (bare MTCNN in two "
                      "one-thread processes side by side), and with timing = commands time one and two processes as "

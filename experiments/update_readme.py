@@ -312,8 +312,10 @@ def align_line(row: dict[str, str], rows: list[dict[str, str]]) -> str:
                  f"machine: bare MTCNN in two one-thread processes side by side detects "
                  f"{float(row['bare_mtcnn_2_processes_images_per_s']):.1f} images/s, "
                  f"{float(row['bare_two_processes_vs_one']):.2f}x bare in one ({row['images']} LFW photos, "
-                 f"{row['device']}, commit {row['commit']}; {_range_of(rows, 'two_processes_vs_one')} for two "
-                 f"processes against one)")
+                 f"{row['device']}, commit {row['commit']}"
+                 + (f"; ratios are medians over {row['repeats']} repeats, each repeat's own ratio: pipeline/bare "
+                    f"{row['ratio_runs']}, two/one {row['two_processes_vs_one_runs']}" if row.get("ratio_runs") else "")
+                 + f"; {_range_of(rows, 'two_processes_vs_one')} for two processes against one)")
     elif row.get("pipeline_2_processes_images_per_s"):
         line += (f"; two processes (`--workers 2`, one shard each, merged) {float(row['pipeline_2_processes_images_per_s']):.1f} "
                  f"images/s, {float(row['two_processes_vs_one']):.2f}x one process (target 1.3; {row['images']} LFW photos, "
