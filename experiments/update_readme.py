@@ -355,7 +355,8 @@ def training_memory_line(rows: list[dict[str, str]]) -> str:
             + " (`experiments/bench_partial_fc.py --part training`, `results/benchmarks/training_memory.md`).")
 
 
-ABLATION_ORDER = ["lfw_cpu_losses", "lfw_cpu_lambda"]
+# the newest loss comparison first: the README's reading follows it
+ABLATION_ORDER = ["lfw_cpu_losses_v2", "lfw_cpu_losses", "lfw_cpu_lambda"]
 
 
 def ablation_section() -> str:
