@@ -63,17 +63,21 @@ def plot_roc(labels: list[str], by_label: dict[str, list[dict[str, str]]], path:
         plot_curves(curves, path, title=title, floor=1e-3)
 
 
-def plot_projection(labels: list[str], by_label: dict[str, list[dict[str, str]]], path: Path) -> None:
+def plot_projection(labels: list[str], by_label: dict[str, list[dict[str, str]]], path: Path) -> bool:
+    """One panel per arm: its first cell (by seed, then fold) whose cell file is still there and holds
+    projection features (a recording resumed elsewhere may lack the files of its earlier cells).
+    Returns whether the figure was drawn (no arm has such a cell: nothing is written)."""
     shown = []
     for label in labels:
-        rows = sorted(by_label[label], key=lambda r: (int(r["seed"]), int(r["fold"])))
-        file = Path(rows[0].get("cell_file", ""))
-        if rows[0].get("cell_file") and file.is_file():
-            with np.load(file) as data:
-                if "projection_features" in data:
-                    shown.append((label, rows[0], file))
+        for row in sorted(by_label[label], key=lambda r: (int(r["seed"]), int(r["fold"]))):
+            file = Path(row.get("cell_file", ""))
+            if row.get("cell_file") and file.is_file():
+                with np.load(file) as data:
+                    if "projection_features" in data:
+                        shown.append((label, row, file))
+                        break
     if not shown:
-        return
+        return False
     columns = min(4, len(shown))
     grid_rows = (len(shown) + columns - 1) // columns
     panel = 4.2 if len(shown) == 1 else 3.2  # one arm gets room for its title and legend
@@ -99,6 +103,7 @@ def plot_projection(labels: list[str], by_label: dict[str, list[dict[str, str]]]
     fig.tight_layout(rect=(0, 0.1, 1, 0.93))
     save_figure(fig, path)
     plt.close(fig)
+    return True
 
 
 def plot_tuning(spec: AblationSpec, trial_rows: list[dict[str, str]], path: Path) -> None:

@@ -312,16 +312,17 @@ def _write_reports(spec: AblationSpec, csv_path: Path, tuning_path: Path | None)
         lines += ["", f"{stale + stale_trials} row(s) of earlier configurations or runs of the same cells stay in the "
                       "CSVs and are not counted above (each cell counts once, with its latest row)."]
     lines += ["", timing_line(rows, trial_rows)]
-    lines += ["", f"![accuracy]({stem}_accuracy.png) ![roc]({stem}_roc.png)", "", f"![projection]({stem}_projection.png)"]
+    title = f"{spec.name}: held-out accuracy, mean and 95% interval over cells"
+    plot_accuracy(labels, by_label, out / f"{stem}_accuracy.png", title, resamples)
+    plot_roc(labels, by_label, out / f"{stem}_roc.png", f"{spec.name}: held-out ROC (pooled cells)")
+    lines += ["", f"![accuracy]({stem}_accuracy.png) ![roc]({stem}_roc.png)"]
+    if plot_projection(labels, by_label, out / f"{stem}_projection.png"):
+        lines += ["", f"![projection]({stem}_projection.png)"]
     if trial_rows:
         lines += ["", f"![tuning]({stem}_tuning.png)"]
     if sweep:
         lines += ["", f"![sweep]({stem}_sweep.png)"]
     write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
-    title = f"{spec.name}: held-out accuracy, mean and 95% interval over cells"
-    plot_accuracy(labels, by_label, out / f"{stem}_accuracy.png", title, resamples)
-    plot_roc(labels, by_label, out / f"{stem}_roc.png", f"{spec.name}: held-out ROC (pooled cells)")
-    plot_projection(labels, by_label, out / f"{stem}_projection.png")
     if trial_rows:
         plot_tuning(spec, trial_rows, out / f"{stem}_tuning.png")
     if spec.sweep_key:

@@ -488,3 +488,23 @@ def test_training_on_another_source_with_held_out_identities_for_trials(att_prot
     assert len(finals) == 1 and finals[0]["fold"] == "0" and int(finals[0]["train_images"]) == 400
     assert float(finals[0]["threshold"]) == float(finals[0]["threshold"])  # LFW's 10 folds scored
     assert "train on `" in (tmp_path / "r" / "source.md").read_text()
+
+
+def test_projection_uses_the_first_cell_whose_file_is_still_there(tmp_path: Path):
+    """A recording resumed in another checkout lacks its earlier cells' files: the projection takes the
+    arm's next cell instead of giving up, and with no file at all nothing is drawn (the report then
+    links no projection)."""
+    from faceverify.ablation.plots import plot_projection
+
+    rng = np.random.default_rng(0)
+    kept = tmp_path / "kept.npz"
+    np.savez(kept, projection_features=rng.normal(size=(12, 8)).astype(np.float32),
+             projection_labels=np.array(["a", "b", "c"] * 4))
+    rows = [{"seed": "0", "fold": "1", "ratio": "0.5", "cell_file": str(tmp_path / "gone.npz")},
+            {"seed": "1", "fold": "1", "ratio": "0.7", "cell_file": str(kept)}]
+    drawn = tmp_path / "drawn.png"
+    assert plot_projection(["arm"], {"arm": rows}, drawn) is True
+    assert_drawn(drawn)
+    missing = tmp_path / "missing.png"
+    assert plot_projection(["arm"], {"arm": rows[:1]}, missing) is False
+    assert not missing.exists()
