@@ -188,9 +188,9 @@ def main() -> None:
     shutil.rmtree(work)
     rate = {name: len(images) / min(values) for name, values in times.items()}
 
-    def paired(faster: str, slower: str) -> tuple[float, str]:
-        """Median over the repeats of rate(faster) / rate(slower) = time(slower) / time(faster)."""
-        ratios = [b / a for a, b in zip(times[faster], times[slower])]
+    def paired(measured: str, reference: str) -> tuple[float, str]:
+        """Median over the repeats of rate(measured) / rate(reference) = time(reference) / time(measured)."""
+        ratios = [b / a for a, b in zip(times[measured], times[reference])]
         return float(np.median(ratios)), " ".join(f"{r:.3f}" for r in ratios)
 
     ratio, ratio_runs = paired("pipeline", "bare")

@@ -355,7 +355,7 @@ def training_memory_line(rows: list[dict[str, str]]) -> str:
             + " (`experiments/bench_partial_fc.py --part training`, `results/benchmarks/training_memory.md`).")
 
 
-# the newest loss comparison first: the README's reading follows it
+# the newest loss comparison first
 ABLATION_ORDER = ["lfw_cpu_losses_v2", "lfw_cpu_losses", "lfw_cpu_lambda"]
 
 
