@@ -44,9 +44,12 @@ def plot_accuracy(labels: list[str], by_label: dict[str, list[dict[str, str]]], 
     plt.close(fig)
 
 
-def plot_roc(labels: list[str], by_label: dict[str, list[dict[str, str]]], path: Path, title: str) -> None:
-    """One held-out ROC per arm, its cells' fold scores pooled."""
-    curves = {}
+def plot_roc(labels: list[str], by_label: dict[str, list[dict[str, str]]], path: Path, title: str) -> dict[str, int]:
+    """One held-out ROC per arm, the fold scores of its cells pooled — of those cells whose file is
+    still there (a recording resumed in another checkout lacks the files of its earlier cells). The
+    legend names how many of the arm's cells each curve pools. Returns that count per arm (0: no
+    curve); nothing is written when no arm has a curve."""
+    curves, pooled = {}, {}
     for label in labels:
         scores, same = [], []
         for row in by_label[label]:
@@ -56,11 +59,14 @@ def plot_roc(labels: list[str], by_label: dict[str, list[dict[str, str]]], path:
                     if "scores" in data:
                         scores.append(data["scores"])
                         same.append(data["same"])
+        pooled[label] = 0
         if scores and np.concatenate(same).any() and (~np.concatenate(same)).any():
             far, tar, _ = roc_curve(np.concatenate(same), np.concatenate(scores))
-            curves[label] = (far, tar)
+            pooled[label] = len(scores)
+            curves[f"{label} ({len(scores)} of {len(by_label[label])} cells)"] = (far, tar)
     if curves:
         plot_curves(curves, path, title=title, floor=1e-3)
+    return pooled
 
 
 def plot_projection(labels: list[str], by_label: dict[str, list[dict[str, str]]], path: Path) -> bool:
@@ -93,7 +99,7 @@ def plot_projection(labels: list[str], by_label: dict[str, list[dict[str, str]]]
         for i, name in enumerate(sorted(set(names))):
             mask = np.array(names) == name
             ax.scatter(points[mask, 0], points[mask, 1], s=9, color=plt.cm.tab10(i % 10), label=name)
-        ax.set_title(f"{label}\nfold {row['fold']}, ratio {row_value(row, 'ratio'):.2f}", fontsize=8)
+        ax.set_title(f"{label}\nfold {row['fold']}, seed {row['seed']}, ratio {row_value(row, 'ratio'):.2f}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     handles, names = axes.flat[0].get_legend_handles_labels()

@@ -237,6 +237,18 @@ def _progress_line(spec: AblationSpec, rows: list[dict[str, str]], trial_rows: l
             "(finished cells are kept). Statistics below cover the finished cells only.", ""]
 
 
+def roc_line(labels: list[str], by_label: dict[str, list[dict[str, str]]], pooled: dict[str, int]) -> str:
+    """What the ROC figure pools: every cell, or, when some cells' files are not in this work folder
+    (a recording resumed in another checkout, a cleaned work folder), how many of each arm's cells."""
+    if all(pooled[label] == len(by_label[label]) for label in labels):
+        return "The ROC pools every cell's held-out scores per arm."
+    counts = ", ".join(f"{label} {pooled[label]} of {len(by_label[label])}" for label in labels)
+    return ("Only some cells' files are in the work folder (a recording resumed in another checkout, or a cleaned "
+            "work folder): the "
+            f"ROC pools per arm the cells whose files are there ({counts}) and the projection shows each arm's "
+            "first such cell; the tables above use every cell.")
+
+
 def write_reports(spec: AblationSpec, csv_path: Path, tuning_path: Path | None = None) -> Path:
     with warnings.catch_warnings():  # a metric no cell has (e.g. MAP@R of a train_source run) reads "n/a"
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -314,8 +326,10 @@ def _write_reports(spec: AblationSpec, csv_path: Path, tuning_path: Path | None)
     lines += ["", timing_line(rows, trial_rows)]
     title = f"{spec.name}: held-out accuracy, mean and 95% interval over cells"
     plot_accuracy(labels, by_label, out / f"{stem}_accuracy.png", title, resamples)
-    plot_roc(labels, by_label, out / f"{stem}_roc.png", f"{spec.name}: held-out ROC (pooled cells)")
-    lines += ["", f"![accuracy]({stem}_accuracy.png) ![roc]({stem}_roc.png)"]
+    pooled = plot_roc(labels, by_label, out / f"{stem}_roc.png", f"{spec.name}: held-out ROC (pooled cells)")
+    lines += ["", roc_line(labels, by_label, pooled)]
+    figures = f"![accuracy]({stem}_accuracy.png)" + (f" ![roc]({stem}_roc.png)" if any(pooled.values()) else "")
+    lines += ["", figures]
     if plot_projection(labels, by_label, out / f"{stem}_projection.png"):
         lines += ["", f"![projection]({stem}_projection.png)"]
     if trial_rows:

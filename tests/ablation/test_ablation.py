@@ -99,6 +99,7 @@ def test_tiny_ablation_end_to_end_and_resume(att_protocol, tmp_path: Path, capsy
     table = (results / "tiny.md").read_text()
     assert "| softmax | 1 |" in table and "| softmax+center | 1 |" in table
     assert "Paired differences against `softmax`" in table
+    assert "The ROC pools every cell's held-out scores per arm." in table and "![roc](tiny_roc.png)" in table
     for plot in ("tiny_accuracy.png", "tiny_roc.png", "tiny_projection.png"):
         assert_drawn(results / plot)
     # a re-run skips finished cells
@@ -507,4 +508,25 @@ def test_projection_uses_the_first_cell_whose_file_is_still_there(tmp_path: Path
     assert_drawn(drawn)
     missing = tmp_path / "missing.png"
     assert plot_projection(["arm"], {"arm": rows[:1]}, missing) is False
+    assert not missing.exists()
+
+
+def test_roc_says_how_many_cells_it_pools_and_is_linked_only_when_drawn(tmp_path: Path):
+    """A ROC pooled from the cells whose files are still there counts them per arm (the report says
+    so), and with no file at all none is drawn and none linked."""
+    from faceverify.ablation.plots import plot_roc
+    from faceverify.ablation.report import roc_line
+
+    rng = np.random.default_rng(0)
+    kept = tmp_path / "kept.npz"
+    same = np.array([True, False] * 20)
+    np.savez(kept, scores=rng.normal(size=40) + same, same=same)
+    rows = [{"cell_file": str(tmp_path / "gone.npz")}, {"cell_file": str(kept)}]
+    drawn = tmp_path / "drawn.png"
+    assert plot_roc(["arm", "empty"], {"arm": rows, "empty": rows[:1]}, drawn, "t") == {"arm": 1, "empty": 0}
+    assert_drawn(drawn)
+    line = roc_line(["arm", "empty"], {"arm": rows, "empty": rows[:1]}, {"arm": 1, "empty": 0})
+    assert "arm 1 of 2, empty 0 of 1" in line
+    missing = tmp_path / "missing.png"
+    assert plot_roc(["empty"], {"empty": rows[:1]}, missing, "t") == {"empty": 0}
     assert not missing.exists()
