@@ -122,6 +122,22 @@ def paired_differences(labels: list[str], by_label: dict[str, list[dict[str, str
     return lines
 
 
+def best_arm_differences(labels: list[str], by_label: dict[str, list[dict[str, str]]], reference: str,
+                          resamples: int) -> list[str]:
+    """Every arm against the arm with the highest mean accuracy, paired as against the reference: the arms
+    whose interval includes 0 are indistinguishable from the best at this budget. Empty when the best arm
+    is the reference (its table already says it) or there are fewer than three arms."""
+    scored = [label for label in labels if by_label.get(label)]
+    if len(scored) < 3:
+        return []
+    best = max(scored, key=lambda label: float(np.nanmean([row_value(r, "accuracy") for r in by_label[label]])))
+    if best == reference:
+        return []
+    return [f"The arm with the highest mean accuracy is `{best}`; paired against it, an arm whose interval includes 0 "
+            "cannot be told apart from the best at this budget.", "",
+            *paired_differences(scored, by_label, best, resamples)]
+
+
 def ordering_check(by_label: dict[str, list[dict[str, str]]], resamples: int) -> list[str]:
     if not all(arm in by_label for arm in PAPER_ORDER):
         return []
@@ -308,6 +324,9 @@ def _write_reports(spec: AblationSpec, csv_path: Path, tuning_path: Path | None)
         lines += ["", *published]
     if len(labels) > 1 and reference in by_label:  # with one arm there is nothing to pair with
         lines += ["", *paired_differences(labels, by_label, reference, resamples)]
+        best = best_arm_differences(labels, by_label, reference, resamples)
+        if best:
+            lines += ["", *best]
     check = ordering_check(by_label, resamples)
     if check:
         lines += ["", *check]

@@ -530,3 +530,24 @@ def test_roc_says_how_many_cells_it_pools_and_is_linked_only_when_drawn(tmp_path
     missing = tmp_path / "missing.png"
     assert plot_roc(["empty"], {"empty": rows[:1]}, missing, "t") == {"empty": 0}
     assert not missing.exists()
+
+
+def test_the_report_pairs_every_arm_with_the_best_arm_too():
+    """Which arms are indistinguishable from the best is a paired question as well: each arm's
+    differences against the best arm on the same (fold, seed), computed by hand here."""
+    from faceverify.ablation.report import best_arm_differences
+
+    accuracy = {"softmax": [0.80, 0.82, 0.81, 0.79], "a": [0.90, 0.91, 0.92, 0.90], "b": [0.89, 0.92, 0.90, 0.91]}
+    cells = [("1", "0"), ("2", "0"), ("1", "1"), ("2", "1")]
+    by_label = {arm: [{"fold": f, "seed": s, "accuracy": str(v)} for (f, s), v in zip(cells, values)]
+                for arm, values in accuracy.items()}
+    lines = best_arm_differences(list(accuracy), by_label, "softmax", 200)
+    assert "highest mean accuracy is `a`" in lines[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
+    assert "| a |" not in "".join(rows.values())
+    # b - a per cell: -1, +1, -2, +1 points -> mean -0.25; softmax - a: -10, -9, -11, -11 -> mean -10.25
+    assert "| 4 | -0.25 [" in rows["b"] and rows["b"].endswith("| indistinguishable |")
+    assert "| 4 | -10.25 [" in rows["softmax"] and rows["softmax"].endswith("| worse |")
+    assert best_arm_differences(["softmax", "a"], by_label, "softmax", 200) == []  # two arms: the reference table says it
+    by_label["softmax"] = [{**r, "accuracy": "0.99"} for r in by_label["softmax"]]
+    assert best_arm_differences(list(accuracy), by_label, "softmax", 200) == []  # the reference is the best
