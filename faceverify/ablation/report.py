@@ -258,6 +258,9 @@ def roc_line(labels: list[str], by_label: dict[str, list[dict[str, str]]], poole
     (a recording resumed in another checkout, a cleaned work folder), how many of each arm's cells."""
     if all(pooled[label] == len(by_label[label]) for label in labels):
         return "The ROC pools every cell's held-out scores per arm."
+    if not any(pooled.values()):
+        return ("No cell's file is in the work folder (a recording resumed in another checkout, or a cleaned work "
+                "folder): no ROC and no projection are drawn; the tables above use every cell.")
     counts = ", ".join(f"{label} {pooled[label]} of {len(by_label[label])}" for label in labels)
     return ("Only some cells' files are in the work folder (a recording resumed in another checkout, or a cleaned "
             "work folder): the "

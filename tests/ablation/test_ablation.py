@@ -527,6 +527,7 @@ def test_roc_says_how_many_cells_it_pools_and_is_linked_only_when_drawn(tmp_path
     assert_drawn(drawn)
     line = roc_line(["arm", "empty"], {"arm": rows, "empty": rows[:1]}, {"arm": 1, "empty": 0})
     assert "arm 1 of 2, empty 0 of 1" in line
+    assert "no ROC and no projection" in roc_line(["empty"], {"empty": rows[:1]}, {"empty": 0})
     missing = tmp_path / "missing.png"
     assert plot_roc(["empty"], {"empty": rows[:1]}, missing, "t") == {"empty": 0}
     assert not missing.exists()
