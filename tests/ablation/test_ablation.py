@@ -428,7 +428,11 @@ def test_report_statistics_verdicts_collapse_flag_and_one_row_per_cell(tmp_path:
     append_rows(tmp_path / "synthetic.csv", [stale] + rows)  # an earlier row of the first cell, then its latest
     write_reports(spec, tmp_path / "synthetic.csv", None)
     report = (tmp_path / "synthetic.md").read_text()
-    lines = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    against_softmax, _, against_best = report.partition("The arm with the highest mean accuracy is `better`")
+    assert against_best  # three arms or more: every arm is paired with the best arm too
+    lines = {line.split(" | ")[0].strip("| "): line for line in against_softmax.splitlines() if line.startswith("| ")}
+    best = {line.split(" | ")[0].strip("| "): line for line in against_best.splitlines() if line.startswith("| ")}
+    assert best["same"].endswith("| worse |") and best["softmax"].endswith("| worse |") and "better" not in best
     assert "| softmax | 9 |" in report  # the stale row is not a tenth cell
     assert lines["better"].endswith("| better |") and lines["same"].endswith("| indistinguishable |")
     assert lines["collapsed"].rstrip().endswith("| worse |")
