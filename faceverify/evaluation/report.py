@@ -45,9 +45,10 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
-    for label, (far, tar) in curves.items():
+    for index, (label, (far, tar)) in enumerate(curves.items()):
         keep = far > 0
-        ax.plot(np.clip(far[keep], floor, 1.0), tar[keep], label=label, linewidth=1.4)
+        style = ("-", "--", ":")[index // 10 % 3]  # the colour cycle has ten colours: more curves change the line
+        ax.plot(np.clip(far[keep], floor, 1.0), tar[keep], label=label, linewidth=1.4, linestyle=style)
     ax.set_xscale("log")
     ax.set_xlim(floor, 1.0)
     ax.set_ylim(0.0, 1.01)
