@@ -27,7 +27,7 @@ from faceverify.ablation.plots import plot_accuracy, plot_projection, plot_roc, 
 from faceverify.ablation.rows import KEY, labels_in_order, latest_rows, mean_of, row_value  # noqa: F401 - KEY: API
 from faceverify.ablation.spec import AblationSpec, held_out_folds, trial_cells
 from faceverify.ablation.spec import cells as spec_cells
-from faceverify.ablation.stats import bootstrap_ci, paired_comparison
+from faceverify.ablation.stats import bootstrap_ci, holm, paired_comparison
 from faceverify.io import write_text
 from faceverify.results import read_rows
 
@@ -102,23 +102,28 @@ def paired_differences(labels: list[str], by_label: dict[str, list[dict[str, str
     ref = {(r["fold"], r["seed"]): row_value(r, "accuracy") for r in by_label[reference]}
     lines = [
         f"Paired differences against `{reference}` (same held-out fold and seed), in accuracy points, with a 95% "
-        "bootstrap interval and the Wilcoxon signed-rank test; an arm is called better or worse only when the "
-        "interval excludes 0, otherwise **indistinguishable**.",
+        "bootstrap interval and the Wilcoxon signed-rank test (its p-value, then Holm-adjusted over the table's "
+        "comparisons); an arm is called better or worse only when the interval excludes 0, otherwise "
+        "**indistinguishable**.",
         "",
-        "| arm | pairs | mean difference [95% CI] | Wilcoxon p | arm better in | verdict |",
-        "|---|---|---|---|---|---|",
+        "| arm | pairs | mean difference [95% CI] | Wilcoxon p | Holm p | arm better in | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
+    compared = []
     for label in labels:
         if label == reference:
             continue
         diffs = [100 * (row_value(r, "accuracy") - ref[(r["fold"], r["seed"])]) for r in by_label[label]
                  if (r["fold"], r["seed"]) in ref]
         stats = paired_comparison(diffs, resamples)
-        if not stats.n:
-            continue
+        if stats.n:
+            compared.append((label, stats))
+    adjusted = holm([stats.p_value for _, stats in compared])
+    for (label, stats), holm_p in zip(compared, adjusted):
         p = f"{stats.p_value:.3f}" if np.isfinite(stats.p_value) else "n/a"
+        p_holm = f"{holm_p:.3f}" if np.isfinite(holm_p) else "n/a"
         lines.append(f"| {label} | {stats.n} | {stats.mean:+.2f} [{stats.low:+.2f}, {stats.high:+.2f}] | {p} | "
-                     f"{stats.wins} of {stats.n} | {stats.verdict} |")
+                     f"{p_holm} | {stats.wins} of {stats.n} | {stats.verdict} |")
     return lines
 
 

@@ -6,6 +6,8 @@
   mean difference, its bootstrap interval, the Wilcoxon signed-rank test's p-value, and a verdict
   that says "indistinguishable" whenever the interval covers 0, and "too few cells" below three
   pairs: a ranking the data cannot carry is never stated.
+* :func:`holm`: Holm's step-down adjustment of a table's p-values (Holm 1979), so a reader sees
+  which rank tests survive the number of comparisons the table makes.
 """
 
 from __future__ import annotations
@@ -68,3 +70,21 @@ def paired_comparison(differences: Sequence[float], resamples: int = 10_000, see
     else:
         p = float(wilcoxon(d, zero_method="zsplit").pvalue)
     return Paired(int(d.size), float(d.mean()), low, high, p, int((d > 0).sum()))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (Holm, Scand. J. Statist. 1979), in the input order.
+
+    With the m finite p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted value of the
+    i-th is ``min(1, max_{j <= i} (m - j + 1) p_(j))``; rejecting where it is <= alpha controls the
+    family-wise error rate at alpha. NaNs stay NaN and do not count in m."""
+    values = np.asarray(p_values, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(values))
+    adjusted = np.full(values.shape, np.nan)
+    order = finite[np.argsort(values[finite], kind="stable")]
+    m = order.size
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * values[index]))
+        adjusted[index] = running
+    return [float(v) for v in adjusted]

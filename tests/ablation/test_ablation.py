@@ -553,6 +553,8 @@ def test_the_report_pairs_every_arm_with_the_best_arm_too():
     # b - a per cell: -1, +1, -2, +1 points -> mean -0.25; softmax - a: -10, -9, -11, -11 -> mean -10.25
     assert "| 4 | -0.25 [" in rows["b"] and rows["b"].endswith("| indistinguishable |")
     assert "| 4 | -10.25 [" in rows["softmax"] and rows["softmax"].endswith("| worse |")
+    # exact Wilcoxon p of 4 same-signed differences is 2 / 2^4 = 0.125; Holm over the table's 2 comparisons doubles it
+    assert "| 0.125 | 0.250 |" in rows["softmax"] and "| Holm p |" in "\n".join(lines)
     assert best_arm_differences(["softmax", "a"], by_label, "softmax", 200) == []  # two arms: the reference table says it
     by_label["softmax"] = [{**r, "accuracy": "0.99"} for r in by_label["softmax"]]
     assert best_arm_differences(list(accuracy), by_label, "softmax", 200) == []  # the reference is the best

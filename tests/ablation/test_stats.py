@@ -35,3 +35,14 @@ def test_paired_verdicts_follow_the_interval():
     assert paired_comparison([27.8]).verdict == "too few cells (1 < 3)"
     assert paired_comparison([27.8, 25.0]).verdict == "too few cells (2 < 3)"
     assert paired_comparison([27.8, 25.0, 26.0]).verdict == "better"
+
+
+def test_holm_adjusts_step_down_in_the_input_order():
+    """Holm 1979 by hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04,
+    then made monotone (0.04 -> 0.06); a NaN stays NaN and does not count; nothing exceeds 1."""
+    from faceverify.ablation.stats import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = holm([float("nan"), 0.5, 0.6])
+    assert np.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
