@@ -44,26 +44,31 @@ def plot_accuracy(labels: list[str], by_label: dict[str, list[dict[str, str]]], 
     plt.close(fig)
 
 
+def cell_arrays(row: dict[str, str], keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The arrays ``keys`` of a row's cell file, read once; None when the file is not there (a
+    recording resumed in another checkout lacks the files of its earlier cells) or lacks a key."""
+    file = Path(row.get("cell_file", ""))
+    if not row.get("cell_file") or not file.is_file():
+        return None
+    with np.load(file) as data:
+        return {key: data[key] for key in keys} if all(key in data for key in keys) else None
+
+
 def plot_roc(labels: list[str], by_label: dict[str, list[dict[str, str]]], path: Path, title: str) -> dict[str, int]:
     """One held-out ROC per arm, the fold scores of its cells pooled — of those cells whose file is
-    still there (a recording resumed in another checkout lacks the files of its earlier cells). The
-    legend names how many of the arm's cells each curve pools. Returns that count per arm (0: no
-    curve); nothing is written when no arm has a curve."""
+    still there (:func:`cell_arrays`). The legend names how many of the arm's cells each curve pools.
+    Returns that count per arm (0: no curve); nothing is written when no arm has a curve."""
     curves, pooled = {}, {}
     for label in labels:
-        scores, same = [], []
-        for row in by_label[label]:
-            file = Path(row.get("cell_file", ""))
-            if row.get("cell_file") and file.is_file():
-                with np.load(file) as data:
-                    if "scores" in data:
-                        scores.append(data["scores"])
-                        same.append(data["same"])
+        cells = [arrays for row in by_label[label] if (arrays := cell_arrays(row, ("scores", "same")))]
         pooled[label] = 0
-        if scores and np.concatenate(same).any() and (~np.concatenate(same)).any():
-            far, tar, _ = roc_curve(np.concatenate(same), np.concatenate(scores))
-            pooled[label] = len(scores)
-            curves[f"{label} ({len(scores)} of {len(by_label[label])} cells)"] = (far, tar)
+        if not cells:
+            continue
+        same = np.concatenate([c["same"] for c in cells])
+        if same.any() and (~same).any():
+            far, tar, _ = roc_curve(same, np.concatenate([c["scores"] for c in cells]))
+            pooled[label] = len(cells)
+            curves[f"{label} ({len(cells)} of {len(by_label[label])} cells)"] = (far, tar)
     if curves:
         plot_curves(curves, path, title=title, floor=1e-3)
     return pooled
@@ -71,17 +76,15 @@ def plot_roc(labels: list[str], by_label: dict[str, list[dict[str, str]]], path:
 
 def plot_projection(labels: list[str], by_label: dict[str, list[dict[str, str]]], path: Path) -> bool:
     """One panel per arm: its first cell (by seed, then fold) whose cell file is still there and holds
-    projection features (a recording resumed elsewhere may lack the files of its earlier cells).
-    Returns whether the figure was drawn (no arm has such a cell: nothing is written)."""
+    projection features (:func:`cell_arrays`). Returns whether the figure was drawn (no arm has such
+    a cell: nothing is written)."""
     shown = []
     for label in labels:
         for row in sorted(by_label[label], key=lambda r: (int(r["seed"]), int(r["fold"]))):
-            file = Path(row.get("cell_file", ""))
-            if row.get("cell_file") and file.is_file():
-                with np.load(file) as data:
-                    if "projection_features" in data:
-                        shown.append((label, row, file))
-                        break
+            arrays = cell_arrays(row, ("projection_features", "projection_labels"))
+            if arrays is not None:
+                shown.append((label, row, arrays))
+                break
     if not shown:
         return False
     columns = min(4, len(shown))
@@ -91,10 +94,9 @@ def plot_projection(labels: list[str], by_label: dict[str, list[dict[str, str]]]
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (label, row, file) in zip(axes.flat, shown):
-        with np.load(file) as data:
-            names = [str(n) for n in data["projection_labels"]]
-            points = projection(data["projection_features"], names, sorted(set(names)))
+    for ax, (label, row, arrays) in zip(axes.flat, shown):
+        names = [str(n) for n in arrays["projection_labels"]]
+        points = projection(arrays["projection_features"], names, sorted(set(names)))
         ax.axis("on")
         for i, name in enumerate(sorted(set(names))):
             mask = np.array(names) == name

@@ -135,7 +135,7 @@ def best_arm_differences(labels: list[str], by_label: dict[str, list[dict[str, s
     scored = [label for label in labels if by_label.get(label)]
     if len(scored) < 3:
         return []
-    best = max(scored, key=lambda label: float(np.nanmean([row_value(r, "accuracy") for r in by_label[label]])))
+    best = max(scored, key=lambda label: mean_of(by_label[label], "accuracy"))
     if best == reference:
         return []
     return [f"The arm with the highest mean accuracy is `{best}`; paired against it, an arm whose interval includes 0 "
@@ -268,9 +268,8 @@ def roc_line(labels: list[str], by_label: dict[str, list[dict[str, str]]], poole
                 "folder): no ROC and no projection are drawn; the tables above use every cell.")
     counts = ", ".join(f"{label} {pooled[label]} of {len(by_label[label])}" for label in labels)
     return ("Only some cells' files are in the work folder (a recording resumed in another checkout, or a cleaned "
-            "work folder): the "
-            f"ROC pools per arm the cells whose files are there ({counts}) and the projection shows each arm's "
-            "first such cell; the tables above use every cell.")
+            f"work folder): the ROC pools per arm the cells whose files are there ({counts}) and the projection "
+            "shows each arm's first such cell; the tables above use every cell.")
 
 
 def write_reports(spec: AblationSpec, csv_path: Path, tuning_path: Path | None = None) -> Path:
